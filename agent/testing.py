@@ -6,11 +6,18 @@ Used by the project's own tests and benchmarks, and meant for anyone writing a c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import signal as _signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Iterable, Sequence
+import urllib.request
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -282,3 +289,121 @@ def spans_of(batches: Sequence[Batch]) -> list[Span]:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+# ---- agents started from YAML ---------------------------------------------------------------
+
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    yaml_text: str, *, environ: Mapping[str, str] | None = None, shutdown_timeout: float = 10.0
+) -> AsyncIterator[Any]:
+    """An agent started in this process from a YAML string; yields the `Service`.
+
+    Use `endpoint: 127.0.0.1:0` for receivers and `address: ""` (or a `free_port()`) for the
+    telemetry server; `service.graph.receivers` then holds the started receivers with their
+    bound ports.
+    """
+    from agent.components import default_registry
+    from agent.config import load_text
+    from agent.service import Service
+    from agent.telemetry.metrics import AgentMetrics
+
+    config = load_text(yaml_text, registry=default_registry(), environ=dict(environ or {}))
+    service = Service(config, metrics=AgentMetrics())
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.shutdown(timeout=shutdown_timeout)
+
+
+class AgentProcess:
+    """`python -m agent run` in a child process, from a YAML string.
+
+    The YAML must set `service.telemetry.metrics.address` to `127.0.0.1:<port>` (use
+    `free_port()`); `start()` waits until /readyz answers 200. `stop()` sends SIGTERM and
+    returns the exit code. Always stopped by its own process id.
+    """
+
+    def __init__(self, yaml_text: str, telemetry_port: int, *, env: Mapping[str, str] | None = None,
+                 cwd: str | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="flowglass-test-")
+        self.config_path = Path(self._dir.name) / "agent.yaml"
+        self.config_path.write_text(yaml_text)
+        self.telemetry_port = telemetry_port
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(self._dir.name) / "agent.log"
+
+    def start(self, timeout: float = 30.0) -> AgentProcess:
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "-c", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.telemetry_port}/readyz", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"agent did not become ready in {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.telemetry_port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for line in self.metrics_text().splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            head, _, value = line.rpartition(" ")
+            metric_name = head.split("{", 1)[0]
+            if metric_name != name:
+                continue
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def stop(self, timeout: float = 60.0, sig: int = _signal.SIGTERM) -> int:
+        """Signal the agent and wait for it to exit; its exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise
+        return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def close(self) -> None:
+        self.kill()
+        self._dir.cleanup()
+
+    def __enter__(self) -> AgentProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
