@@ -14,7 +14,16 @@ class FlowglassError(Exception):
 
 
 class PermanentError(FlowglassError):
-    """The data will never be accepted: count it, drop it, never retry it."""
+    """The data will never be accepted: count it, drop it, never retry it.
+
+    `rejected` says how many items of the batch were refused when that is fewer than all of
+    them (OTLP partial success): receivers then answer success with a `partial_success`
+    that carries the count and this message. None means the whole batch.
+    """
+
+    def __init__(self, message: str, rejected: int | None = None) -> None:
+        super().__init__(message)
+        self.rejected = rejected
 
 
 class RetryableError(FlowglassError):

@@ -87,8 +87,8 @@ class Service:
         try:
             await self._stop.wait()
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+            for signum in installed:
+                loop.remove_signal_handler(signum)
             await self.shutdown()
         return 0
 

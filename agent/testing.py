@@ -105,7 +105,7 @@ def make_traces(
     trace_ids = [random_trace_id(rng) for _ in range(n_traces)]
     counter = 0
     for r in range(resources):
-        rs = req.resource_spans.add()  # type: ignore[union-attr]
+        rs = req.resource_spans.add()
         rs.resource.attributes.extend(key_values({
             "service.name": service, "service.instance.id": f"{service}-{r}",
             "host.name": "node-1", **(resource_attrs or {}),
@@ -148,7 +148,7 @@ def make_metrics(points: int = 10, *, resources: int = 1, service: str = "model-
     req = new_request(Signal.METRICS)
     now = time.time_ns()
     for r in range(resources):
-        rm = req.resource_metrics.add()  # type: ignore[union-attr]
+        rm = req.resource_metrics.add()
         rm.resource.attributes.extend(key_values({"service.name": service, "service.instance.id": f"{service}-{r}"}))
         sm = rm.scope_metrics.add()
         sm.scope.name = "flowglass.test"
@@ -184,7 +184,7 @@ def make_logs(records: int = 10, *, resources: int = 1, service: str = "model-se
     req = new_request(Signal.LOGS)
     now = time.time_ns()
     for r in range(resources):
-        rl = req.resource_logs.add()  # type: ignore[union-attr]
+        rl = req.resource_logs.add()
         rl.resource.attributes.extend(key_values({"service.name": service, "service.instance.id": f"{service}-{r}"}))
         sl = rl.scope_logs.add()
         sl.scope.name = "flowglass.test"
@@ -192,7 +192,7 @@ def make_logs(records: int = 10, *, resources: int = 1, service: str = "model-se
             lr: LogRecord = sl.log_records.add()
             lr.time_unix_nano = now + i
             lr.observed_time_unix_nano = now + i
-            lr.severity_number = 9
+            lr.severity_number = 9  # type: ignore[assignment]
             lr.severity_text = "INFO"
             lr.body.string_value = f"{body} {i}"
             lr.attributes.extend(key_values({"request.id": f"req-{r}-{i}", "latency_ms": 12.5}))
@@ -281,7 +281,7 @@ def spans_of(batches: Sequence[Batch]) -> list[Span]:
     """Every span of the given traces batches, in order."""
     out: list[Span] = []
     for b in batches:
-        for rs in b.message.resource_spans:  # type: ignore[union-attr]
+        for rs in b.message.resource_spans:
             for ss in rs.scope_spans:
                 out.extend(ss.spans)
     return out

@@ -8,6 +8,7 @@ layer converts a component's YAML section into `config_type` (unknown keys rejec
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -29,7 +30,7 @@ def _no_addresses(config: ConfigT) -> list[tuple[str, str]]:
 @dataclass(frozen=True)
 class _FactoryBase:
     type: str
-    config_type: type[msgspec.Struct]
+    config_type: builtins.type[msgspec.Struct]
     description: str
     aliases: tuple[str, ...] = ()
     #: `(label, host:port)` pairs the component listens on, for the "two receivers on one

@@ -39,7 +39,12 @@ class Component(Protocol):
 
 
 class Receiver(Component, Protocol):
-    """Takes data from outside and hands it to the consumers it was created with."""
+    """Takes data from outside and hands it to the consumers it was created with.
+
+    A receiver may also have `async stop_intake()`: refuse new requests but keep answering
+    those in flight. The graph calls it first at shutdown, drains the processors and
+    exporters (which completes the in-flight requests), then calls `shutdown()`.
+    """
 
 
 class Processor(Component, Consumer, Protocol):

@@ -60,15 +60,15 @@ def count_items(signal: Signal, message: Request) -> int:
     """Spans, metric data points or log records in one request."""
     n = 0
     if signal is Signal.TRACES:
-        for rs in message.resource_spans:  # type: ignore[union-attr]
+        for rs in message.resource_spans:
             for ss in rs.scope_spans:
                 n += len(ss.spans)
     elif signal is Signal.LOGS:
-        for rl in message.resource_logs:  # type: ignore[union-attr]
+        for rl in message.resource_logs:
             for sl in rl.scope_logs:
                 n += len(sl.log_records)
     else:
-        for rm in message.resource_metrics:  # type: ignore[union-attr]
+        for rm in message.resource_metrics:
             for sm in rm.scope_metrics:
                 for m in sm.metrics:
                     kind = m.WhichOneof("data")
@@ -97,7 +97,7 @@ NO_CLIENT = ClientInfo()
 class Batch:
     """One OTLP export request of one signal, with its item count and sender."""
 
-    __slots__ = ("signal", "client", "_message", "_data", "_items")
+    __slots__ = ("_data", "_items", "_message", "client", "signal")
 
     def __init__(
         self,
@@ -171,7 +171,7 @@ class Batch:
         """Size of the protobuf encoding."""
         if self._data is not None:
             return len(self._data)
-        return self.message.ByteSize()
+        return int(self.message.ByteSize())
 
     def copy(self) -> Batch:
         """An independent batch with the same content (cheap when the bytes are known)."""

@@ -58,7 +58,7 @@ def _ids_to_base64(node: Any, path: str) -> None:
 
 def to_dict(message: Request) -> dict[str, Any]:
     """The OTLP/JSON object of a message (hex ids, integer enums, lowerCamelCase keys)."""
-    doc = json_format.MessageToDict(message, use_integers_for_enums=True)
+    doc: dict[str, Any] = json_format.MessageToDict(message, use_integers_for_enums=True)
     _ids_to_hex(doc)
     return doc
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from agent.component import (
@@ -225,7 +226,13 @@ class Graph:
             self._health.set(node.name, "ok")
 
     async def shutdown(self, deadline: float) -> None:
-        """Stop receivers first and exporters last, each within what is left of `deadline`.
+        """Stop intake, drain along the data flow, then close receivers; within `deadline`.
+
+        1. Every receiver stops taking new requests (`stop_intake()`, when it has one).
+        2. Processors, connectors and exporters shut down in data-flow order, so each one
+           flushes into a consumer that is still running. Requests a receiver already
+           accepted are waiting on these flushes and are answered when they complete.
+        3. Receivers shut down (their in-flight requests have their answers by now).
 
         A component still busy at the deadline is cancelled (it counts what it drops) and
         the next one is stopped; every component gets a short grace to close its sockets.
@@ -235,24 +242,36 @@ class Graph:
             return
         self._stopped = True
         started = {n.name for n in self._started}
-        for node in self.order():
-            if node.name not in started:
-                continue
-            self._health.set(node.name, "stopping")
-            budget = max(deadline - time.monotonic(), _MIN_SHUTDOWN_GRACE)
-            try:
-                await asyncio.wait_for(node.component.shutdown(), budget)
-            except TimeoutError:
-                logger.error(
-                    "A component did not finish shutting down before the deadline; what it still held is lost.",
-                    extra={"component": node.name, "budget_s": round(budget, 3)},
-                )
-            except Exception as exc:
-                logger.error(
-                    "A component failed while shutting down.",
-                    extra={"component": node.name, "error": repr(exc)},
-                    exc_info=exc,
-                )
+        order = [n for n in self.order() if n.name in started]
+        receivers = [n for n in order if n.kind is Kind.RECEIVER]
+        for node in receivers:
+            stop_intake = getattr(node.component, "stop_intake", None)
+            if stop_intake is not None:
+                await self._stop_one(node, stop_intake, deadline, final=False)
+        for node in order:
+            if node.kind is not Kind.RECEIVER:
+                await self._stop_one(node, node.component.shutdown, deadline)
+        for node in receivers:
+            await self._stop_one(node, node.component.shutdown, deadline)
+
+    async def _stop_one(self, node: Node, step: Callable[[], Awaitable[None]], deadline: float,
+                        final: bool = True) -> None:
+        self._health.set(node.name, "stopping")
+        budget = max(deadline - time.monotonic(), _MIN_SHUTDOWN_GRACE)
+        try:
+            await asyncio.wait_for(step(), budget)
+        except TimeoutError:
+            logger.error(
+                "A component did not finish shutting down before the deadline; what it still held is lost.",
+                extra={"component": node.name, "budget_s": round(budget, 3)},
+            )
+        except Exception as exc:
+            logger.error(
+                "A component failed while shutting down.",
+                extra={"component": node.name, "error": repr(exc)},
+                exc_info=exc,
+            )
+        if final:
             self._health.set(node.name, "stopped")
 
     def entry(self, pid: PipelineID | str) -> Consumer:

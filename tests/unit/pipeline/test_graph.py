@@ -56,6 +56,9 @@ class FakeReceiver:
     async def start(self) -> None:
         JOURNAL.events.append(f"start receiver:{self.name}")
 
+    async def stop_intake(self) -> None:
+        JOURNAL.events.append(f"stop-intake receiver:{self.name}")
+
     async def shutdown(self) -> None:
         JOURNAL.events.append(f"stop receiver:{self.name}")
 
@@ -168,7 +171,7 @@ def two_pipelines(mutating_exporter: bool = False) -> AgentConfig:
 
 
 async def test_receiver_shared_by_pipelines_gets_one_consumer_per_signal() -> None:
-    graph, metrics, _ = make_graph(two_pipelines())
+    _graph, metrics, _ = make_graph(two_pipelines())
     recv = FakeReceiver.instances["fake"]
     assert set(recv.consumers) == {Signal.TRACES, Signal.LOGS}
     await recv.consumers[Signal.TRACES].consume(make_traces(5))
@@ -200,9 +203,11 @@ async def test_start_exporters_first_and_stop_receivers_first() -> None:
     import time
     await graph.shutdown(deadline=time.monotonic() + 5)
     stops = JOURNAL.events
-    assert stops[0] == "stop receiver:fake"
+    # Intake stops first; processors drain into exporters; receivers close last.
+    assert stops[0] == "stop-intake receiver:fake"
+    assert stops[-1] == "stop receiver:fake"
     assert stops.index("stop processor:fakeproc/a/traces") < stops.index("stop processor:fakeproc/b/traces")
-    assert stops[-2:] == sorted(stops[-2:]) and all(s.startswith("stop exporter") for s in stops[-2:])
+    assert all(s.startswith("stop exporter") for s in stops[-3:-1])
     await graph.shutdown(deadline=time.monotonic() + 5)  # idempotent
     assert len(JOURNAL.events) == len(stops)
 
