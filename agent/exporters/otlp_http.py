@@ -40,13 +40,15 @@ import ssl
 import time
 import zlib
 from datetime import UTC
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import aiohttp
 import msgspec
 import yarl
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2  # type: ignore[import-untyped]
+
+if TYPE_CHECKING:  # aiohttp is imported on start, so agents that do not use it stay smaller.
+    import aiohttp
 
 import agent
 from agent.component import ExporterFactory, Settings, Stability
@@ -204,6 +206,8 @@ class OTLPHTTPExporter:
         pool: dict[str, Any] = (
             {"force_close": True} if cfg.disable_keep_alives else {"keepalive_timeout": float(cfg.idle_conn_timeout)}
         )
+        import aiohttp
+
         connector = aiohttp.TCPConnector(ssl=ssl_context, limit=0, limit_per_host=cfg.max_conns_per_host, **pool)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -243,6 +247,8 @@ class OTLPHTTPExporter:
         if self._session is None:
             raise RetryableError(f"exporter {self._settings.label} is not started")
         body = await self._body(batch)
+        import aiohttp
+
         try:
             async with self._session.post(url, data=body, headers=self._headers, proxy=self._proxy) as resp:
                 status = resp.status

@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from agent.component import Consumer, Settings
 from agent.model import Signal
 from agent.receivers.otlp import OTLPReceiverConfig
-from agent.receivers.otlp.grpc import OTLPGrpcServer
-from agent.receivers.otlp.http import OTLPHttpServer
 from agent.receivers.otlp.intake import ErrorLog, Gate, SignalIntake, Transport
 
 #: Seconds `shutdown()` waits for the consumes of requests in flight.
@@ -48,6 +46,11 @@ class OTLPReceiver:
                 for signal, consumer in consumers.items()
             }
 
+        # Each transport's module is imported only when it is configured (aiohttp costs ~10 MiB).
+        if config.grpc is not None:
+            from agent.receivers.otlp.grpc import OTLPGrpcServer
+        if config.http is not None:
+            from agent.receivers.otlp.http import OTLPHttpServer
         self._grpc = (
             OTLPGrpcServer(settings, config.grpc, intakes("grpc"), reuse_port=reuse_port)
             if config.grpc is not None
