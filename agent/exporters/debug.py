@@ -285,7 +285,7 @@ def _create(settings: Settings, config: DebugConfig) -> DebugExporter:
     return DebugExporter(settings, config)
 
 
-_ALL = {Signal.TRACES: Stability.ALPHA, Signal.METRICS: Stability.ALPHA, Signal.LOGS: Stability.ALPHA}
+_ALL = {Signal.TRACES: Stability.BETA, Signal.METRICS: Stability.BETA, Signal.LOGS: Stability.BETA}
 
 FACTORY = ExporterFactory(
     type="debug",

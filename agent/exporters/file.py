@@ -485,6 +485,6 @@ FACTORY = ExporterFactory(
     type="file",
     config_type=FileConfig,
     description="Writes batches to a local file as OTLP/JSON lines or length-prefixed protobuf.",
-    signals={Signal.TRACES: Stability.ALPHA, Signal.METRICS: Stability.ALPHA, Signal.LOGS: Stability.ALPHA},
+    signals={Signal.TRACES: Stability.BETA, Signal.METRICS: Stability.BETA, Signal.LOGS: Stability.BETA},
     create=_create,
 )

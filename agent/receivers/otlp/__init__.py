@@ -220,9 +220,9 @@ FACTORY = ReceiverFactory(
     config_type=OTLPReceiverConfig,
     description="Receives traces, metrics and logs over OTLP/gRPC and OTLP/HTTP (protobuf and JSON).",
     signals={
-        Signal.TRACES: Stability.STABLE,
-        Signal.METRICS: Stability.STABLE,
-        Signal.LOGS: Stability.STABLE,
+        Signal.TRACES: Stability.BETA,
+        Signal.METRICS: Stability.BETA,
+        Signal.LOGS: Stability.BETA,
     },
     create=create,
     listen_addresses=listen_addresses,
