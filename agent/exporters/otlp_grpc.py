@@ -45,8 +45,8 @@ from agent.exporters.sending import (
     SENDING_UPSTREAM_OPTIONS,
     SYSTEM_CLOCK,
     Clock,
+    QueuedExporter,
     RetryConfig,
-    Sender,
     SendingQueueConfig,
 )
 from agent.model import Batch, Signal
@@ -185,14 +185,18 @@ class OTLPGRPCExporterConfig(msgspec.Struct, forbid_unknown_fields=True, omit_de
         return options
 
 
-class OTLPGRPCExporter:
+class OTLPGRPCExporter(QueuedExporter):
     """Sends every signal to one OTLP/gRPC endpoint over one channel."""
-
-    mutates_data = False
 
     def __init__(self, settings: Settings, config: OTLPGRPCExporterConfig, *, clock: Clock = SYSTEM_CLOCK) -> None:
         """`clock` is for tests: backoff waits go through it."""
-        self._settings = settings
+        super().__init__(
+            settings,
+            sending_queue=config.sending_queue,
+            retry_on_failure=config.retry_on_failure,
+            timeout=config.timeout,
+            clock=clock,
+        )
         self._config = config
         self._target, self._tls = config.target()
         self._metadata = tuple(
@@ -201,19 +205,8 @@ class OTLPGRPCExporter:
         self._call_timeout = float(config.timeout) or None
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[Signal, Any] = {}
-        self._shut_down = False
-        self.sender = Sender(
-            settings,
-            self._send,
-            queue_config=config.sending_queue,
-            retry_config=config.retry_on_failure,
-            timeout=config.timeout,
-            clock=clock,
-        )
 
-    async def start(self) -> None:
-        if self._channel is not None:
-            return
+    async def _open(self) -> None:
         options = self._config.channel_options()
         compression = _COMPRESSIONS[self._config.compression]
         if self._tls:
@@ -229,26 +222,14 @@ class OTLPGRPCExporter:
             self._channel = grpc.aio.insecure_channel(self._target, options, compression)
         # No serializers: the request is the batch's bytes and the response stays bytes.
         self._calls = {signal: self._channel.unary_unary(method) for signal, method in METHODS.items()}
-        await self.sender.start()
         self._settings.logger.info(
             "The OTLP/gRPC exporter started.",
             extra={"component": self._settings.label, "endpoint": self._target, "tls": self._tls},
         )
 
-    async def consume(self, batch: Batch) -> None:
-        # Encode here, once: the queue's byte bound then reads a cached size.
-        batch.serialize()
-        await self.sender.submit(batch)
-
-    async def shutdown(self) -> None:
-        if self._shut_down:
-            return
-        self._shut_down = True
-        try:
-            await self.sender.shutdown()
-        finally:
-            if self._channel is not None:
-                await self._channel.close()
+    async def _close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
 
     async def _send(self, batch: Batch) -> None:
         call = self._calls.get(batch.signal)

@@ -60,8 +60,8 @@ from agent.exporters.sending import (
     SENDING_UPSTREAM_OPTIONS,
     SYSTEM_CLOCK,
     Clock,
+    QueuedExporter,
     RetryConfig,
-    Sender,
     SendingQueueConfig,
 )
 from agent.model import Batch, Signal, otlp_json
@@ -164,14 +164,20 @@ def _check_url(name: str, value: str) -> None:
         raise ValueError(f"{name} {value!r} must be an http:// or https:// URL with a host")
 
 
-class OTLPHTTPExporter:
+class OTLPHTTPExporter(QueuedExporter):
     """Posts every signal to its OTLP/HTTP URL through one aiohttp session."""
-
-    mutates_data = False
 
     def __init__(self, settings: Settings, config: OTLPHTTPExporterConfig, *, clock: Clock = SYSTEM_CLOCK) -> None:
         """`clock` is for tests: backoff waits go through it."""
-        self._settings = settings
+        super().__init__(
+            settings,
+            sending_queue=config.sending_queue,
+            retry_on_failure=config.retry_on_failure,
+            timeout=config.timeout,
+            clock=clock,
+        )
+        # JSON is encoded at send time; protobuf bytes are cached before queueing.
+        self.encode_on_submit = config.encoding == "proto"
         self._config = config
         self._urls = {signal: config.url(signal) for signal in Signal}
         self._headers = {
@@ -183,19 +189,8 @@ class OTLPHTTPExporter:
             self._headers["Content-Encoding"] = config.compression
         self._proxy = config.proxy_url or None
         self._session: aiohttp.ClientSession | None = None
-        self._shut_down = False
-        self.sender = Sender(
-            settings,
-            self._send,
-            queue_config=config.sending_queue,
-            retry_config=config.retry_on_failure,
-            timeout=config.timeout,
-            clock=clock,
-        )
 
-    async def start(self) -> None:
-        if self._session is not None:
-            return
+    async def _open(self) -> None:
         ssl_context: ssl.SSLContext | bool = True
         if any(url and url.startswith("https://") for url in self._urls.values()):
             try:
@@ -215,28 +210,15 @@ class OTLPHTTPExporter:
             timeout=aiohttp.ClientTimeout(total=None),
             read_bufsize=int(cfg.read_buffer_size) or 2**16,
         )
-        await self.sender.start()
         self._settings.logger.info(
             "The OTLP/HTTP exporter started.",
             extra={"component": self._settings.label,
                    "urls": {s.value: u for s, u in self._urls.items() if u}},
         )
 
-    async def consume(self, batch: Batch) -> None:
-        if self._config.encoding == "proto":
-            # Encode here, once: the queue's byte bound then reads a cached size.
-            batch.serialize()
-        await self.sender.submit(batch)
-
-    async def shutdown(self) -> None:
-        if self._shut_down:
-            return
-        self._shut_down = True
-        try:
-            await self.sender.shutdown()
-        finally:
-            if self._session is not None:
-                await self._session.close()
+    async def _close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     async def _send(self, batch: Batch) -> None:
         url = self._urls[batch.signal]

@@ -1,7 +1,8 @@
 """What every exporter shares: the sending queue, retries and timeouts (`exporterhelper`).
 
-An exporter builds a `Sender` around its one-attempt `send(batch)` coroutine, calls
-`sender.submit(batch)` from `consume`, and starts and shuts the sender down with itself.
+An exporter subclasses `QueuedExporter` (which owns a `Sender` built around the exporter's
+one-attempt `_send(batch)` coroutine and the lifecycle) and implements `_open`, `_send` and
+`_close`.
 Its Config embeds `SendingQueueConfig` (`sending_queue`), `RetryConfig`
 (`retry_on_failure`) and a `timeout`, and adds `SENDING_UPSTREAM_OPTIONS` to its
 `__upstream_options__`.
@@ -15,6 +16,7 @@ from agent.exporters.sending.config import (
     RetryConfig,
     SendingQueueConfig,
 )
+from agent.exporters.sending.exporter import QueuedExporter
 from agent.exporters.sending.queue import BatchQueue, BatchTooLargeError, MemoryQueue, QueuedBatch
 from agent.exporters.sending.retry import SYSTEM_CLOCK, Backoff, Clock, SystemClock
 from agent.exporters.sending.sender import OUTCOMES, Sender, SendFunc
@@ -30,6 +32,7 @@ __all__ = [
     "Clock",
     "MemoryQueue",
     "QueuedBatch",
+    "QueuedExporter",
     "RetryConfig",
     "SendFunc",
     "Sender",
