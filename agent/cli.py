@@ -97,11 +97,16 @@ def cmd_run(paths: Sequence[str]) -> int:
     except ConfigError as err:
         _print_problems(err)
         return EXIT_CONFIG
+    from agent.workers import Supervisor, worker_index
+
     logs = config.service.telemetry.logs
     configure_logging(logs.level, logs.encoding)
+    index = worker_index()
+    if config.service.workers > 1 and index is None:
+        return Supervisor(paths, config.service.workers, config.service.shutdown_timeout).run()
 
     async def main() -> int:
-        service = Service(config)
+        service = Service(config, worker_index=index)
         return await service.run()
 
     try:

@@ -20,6 +20,7 @@ from agent.pipeline.graph import Graph
 from agent.telemetry.health import Health
 from agent.telemetry.metrics import AgentMetrics
 from agent.telemetry.server import TelemetryServer
+from agent.workers import telemetry_address
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +28,16 @@ logger = logging.getLogger(__name__)
 class Service:
     """One running agent."""
 
-    def __init__(self, config: AgentConfig, *, metrics: AgentMetrics | None = None) -> None:
+    def __init__(
+        self, config: AgentConfig, *, metrics: AgentMetrics | None = None, worker_index: int | None = None
+    ) -> None:
         self.config = config
         self.metrics = metrics if metrics is not None else AgentMetrics(process=True)
         self.health = Health(self.metrics)
         self.graph = Graph(config, self.metrics, self.health)
-        self.telemetry = TelemetryServer(
-            config.service.telemetry.metrics.address, self.metrics, self.health
-        )
+        # With `service.workers`, worker i serves its telemetry on the configured port + i.
+        address = telemetry_address(config.service.telemetry.metrics.address, worker_index)
+        self.telemetry = TelemetryServer(address, self.metrics, self.health)
         self._stop = asyncio.Event()
         self._shut = False
 

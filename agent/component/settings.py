@@ -29,6 +29,9 @@ class Settings:
     #: Call with an exception when a background task of the component died (or None when
     #: it recovered); the health server reports it and the agent keeps running.
     report_status: Callable[[str, BaseException | None], None] = field(default=_ignore_status)
+    #: True when `service.workers` > 1: listening sockets are opened with SO_REUSEPORT so
+    #: that every worker process shares them (the kernel spreads connections).
+    shared_ports: bool = False
 
     @property
     def label(self) -> str:

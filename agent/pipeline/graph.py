@@ -59,6 +59,7 @@ class Graph:
 
     def __init__(self, config: AgentConfig, metrics: AgentMetrics, health: Health) -> None:
         self._config = config
+        self._shared_ports = config.service.workers > 1
         self._metrics = metrics
         self._health = health
         self.nodes: dict[str, Node] = {}
@@ -108,6 +109,7 @@ class Graph:
             logger=logging.getLogger(f"agent.{cc.kind.value}s.{cc.id.type}"),
             pipeline=pipeline,
             report_status=report,
+            shared_ports=self._shared_ports,
         )
 
     def _add(self, name: str, kind: Kind, cid: ComponentID, component: Component, downstream: set[str]) -> None:

@@ -203,7 +203,7 @@ def create(
     # Imported here so that validating a config does not load gRPC and aiohttp.
     from agent.receivers.otlp.receiver import OTLPReceiver
 
-    return OTLPReceiver(settings, config, consumers)
+    return OTLPReceiver(settings, config, consumers, reuse_port=settings.shared_ports)
 
 
 def listen_addresses(config: OTLPReceiverConfig) -> list[tuple[str, str]]:
