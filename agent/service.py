@@ -70,7 +70,7 @@ class Service:
         self._shut = True
         budget = self.config.service.shutdown_timeout if timeout is None else timeout
         started = time.monotonic()
-        logger.info("Flowglass is shutting down.", extra={"timeout_s": budget})
+        logger.info("Flowglass is shutting down.", extra={"timeout_s": float(budget)})
         self.health.mark_stopping()
         await self.graph.shutdown(deadline=started + budget)
         await self.telemetry.shutdown()
