@@ -133,7 +133,7 @@ def test_factory_describes_the_receiver() -> None:
     assert FACTORY.kind is Kind.RECEIVER
     assert FACTORY.config_type is OTLPReceiverConfig
     assert set(FACTORY.signals) == set(Signal)
-    assert all(s is Stability.STABLE for s in FACTORY.signals.values())
+    assert all(s is Stability.BETA for s in FACTORY.signals.values())
     assert FACTORY.create is not None
     receiver = FACTORY.create(
         Settings.for_test("otlp", Kind.RECEIVER),
