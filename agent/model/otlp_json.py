@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 
 from agent.model.batch import REQUEST_TYPES, Request, Signal
 
@@ -24,19 +27,6 @@ _json_encoder = msgspec.json.Encoder()
 
 class OTLPJSONError(ValueError):
     """The document is not valid OTLP/JSON; the message says where."""
-
-
-def _ids_to_hex(node: Any) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in _ID_KEYS and isinstance(value, str):
-                node[key] = base64.b64decode(value).hex()
-            elif isinstance(value, (dict, list)):
-                _ids_to_hex(value)
-    elif isinstance(node, list):
-        for item in node:
-            if isinstance(item, (dict, list)):
-                _ids_to_hex(item)
 
 
 def _ids_to_base64(node: Any, path: str) -> None:
@@ -56,11 +46,103 @@ def _ids_to_base64(node: Any, path: str) -> None:
                 _ids_to_base64(item, f"{path}[{i}]")
 
 
+# ---- encoding -----------------------------------------------------------------------------
+#
+# A walk over `ListFields()` (only the fields that are set, as the proto3 JSON mapping wants)
+# with one converter per field descriptor, cached, and hand-written converters for the hot
+# `KeyValue` / `AnyValue` types. It produces exactly what `json_format.MessageToDict` does
+# (with the OTLP id and enum rules) at about a third of the cost; a test compares the two.
+
+_ID_FIELDS = frozenset({"trace_id", "span_id", "parent_span_id"})
+_INT64_TYPES = frozenset({
+    FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64, FieldDescriptor.TYPE_SINT64,
+})
+_FLOAT_TYPES = frozenset({FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT})
+_KEY_VALUE = "opentelemetry.proto.common.v1.KeyValue"
+_ANY_VALUE = "opentelemetry.proto.common.v1.AnyValue"
+_plans: dict[Any, tuple[str, Callable[[Any], Any] | None]] = {}
+
+
+def _double(v: float) -> float | str:
+    if math.isfinite(v):
+        return v
+    return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def _any_value(v: Any) -> dict[str, Any]:
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return {}
+    if kind == "string_value":
+        return {"stringValue": v.string_value}
+    if kind == "int_value":
+        return {"intValue": str(v.int_value)}
+    if kind == "double_value":
+        return {"doubleValue": _double(v.double_value)}
+    if kind == "bool_value":
+        return {"boolValue": v.bool_value}
+    if kind == "array_value":
+        values = v.array_value.values
+        return {"arrayValue": {"values": [_any_value(x) for x in values]} if values else {}}
+    if kind == "kvlist_value":
+        kvs = v.kvlist_value.values
+        return {"kvlistValue": {"values": _key_values(kvs)} if kvs else {}}
+    return {"bytesValue": _b64(v.bytes_value)}
+
+
+def _key_values(kvs: Any) -> list[dict[str, Any]]:
+    out = []
+    for kv in kvs:
+        item: dict[str, Any] = {"key": kv.key} if kv.key else {}
+        if kv.HasField("value"):
+            item["value"] = _any_value(kv.value)
+        out.append(item)
+    return out
+
+
+def _each(f: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda values: [f(x) for x in values]
+
+
+def _converter(fd: Any) -> Callable[[Any], Any] | None:
+    t, repeated = fd.type, fd.is_repeated
+    if t == FieldDescriptor.TYPE_MESSAGE:
+        name = fd.message_type.full_name
+        if name == _KEY_VALUE and repeated:
+            return _key_values
+        if name == _ANY_VALUE and not repeated:
+            return _any_value
+        return _each(_message) if repeated else _message
+    if t == FieldDescriptor.TYPE_BYTES:
+        f: Callable[[Any], Any] = bytes.hex if fd.name in _ID_FIELDS else _b64
+    elif t in _INT64_TYPES:
+        f = str
+    elif t in _FLOAT_TYPES:
+        f = _double
+    else:
+        return list if repeated else None
+    return _each(f) if repeated else f
+
+
+def _message(message: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for fd, value in message.ListFields():
+        plan = _plans.get(fd)
+        if plan is None:
+            plan = _plans[fd] = (fd.json_name, _converter(fd))
+        name, convert = plan
+        out[name] = convert(value) if convert is not None else value
+    return out
+
+
 def to_dict(message: Request) -> dict[str, Any]:
     """The OTLP/JSON object of a message (hex ids, integer enums, lowerCamelCase keys)."""
-    doc: dict[str, Any] = json_format.MessageToDict(message, use_integers_for_enums=True)
-    _ids_to_hex(doc)
-    return doc
+    return _message(message)
 
 
 def encode(message: Request) -> bytes:
