@@ -13,21 +13,46 @@ from agent.component import Factory, Kind
 
 def _factories() -> list[Factory]:
     # Imported here so that importing the registry does not import every component.
-    from agent.exporters import debug, file, otlp_grpc, otlp_http
-    from agent.processors import batch, memory_limiter
-    from agent.receivers import otlp
+    from agent.connectors import spanmetrics
+    from agent.exporters import debug, file, otlp_grpc, otlp_http, prometheus, prometheusremotewrite
+    from agent.exporters import kafka as kafka_exporter
+    from agent.processors import (
+        attributes,
+        batch,
+        filter,
+        k8sattributes,
+        memory_limiter,
+        redaction,
+        resource,
+        resourcedetection,
+    )
+    from agent.receivers import kafka as kafka_receiver
+    from agent.receivers import otlp, syslog
 
     return [
         # receivers
         otlp.FACTORY,
+        kafka_receiver.FACTORY,
+        syslog.FACTORY,
         # processors
         memory_limiter.FACTORY,
         batch.FACTORY,
+        attributes.FACTORY,
+        resource.FACTORY,
+        filter.FACTORY,
+        redaction.FACTORY,
+        resourcedetection.FACTORY,
+        k8sattributes.FACTORY,
         # exporters
         otlp_grpc.FACTORY,
         otlp_http.FACTORY,
         debug.FACTORY,
         file.FACTORY,
+        kafka_exporter.FACTORY,
+        prometheusremotewrite.FACTORY,
+        prometheus.FACTORY,
+        # connectors
+        spanmetrics.FACTORY,
     ]
 
 

@@ -10,6 +10,11 @@ VENV="${VENV:-.venv}"
 # Debian packages the integration tests need: "command package" pairs.
 DEBIAN_NEEDS=(
   "logger bsdutils"
+  "rsyslogd rsyslog"
+  "prometheus prometheus"
+  "victoria-metrics victoria-metrics"
+  "promtool prometheus"
+  "prometheus-alertmanager prometheus-alertmanager"
 )
 
 missing=()

@@ -47,6 +47,38 @@ class AgentMetrics:
             "flowglass_receiver_refused_requests",
             "Requests a receiver refused before counting their items (malformed, too large, ...).",
             ["component", "signal", "transport", "reason"], registry=r)
+        # syslog receiver: messages that did not parse and were passed on with only their body.
+        self.receiver_unparsed = Counter(
+            "flowglass_receiver_unparsed_items",
+            "Items a receiver could not parse and passed on unparsed (syslog on_error: send).",
+            ["component", "signal", "transport"], registry=r)
+
+        # kafka receiver: topics come from the config (never from data); partitions are few.
+        self.kafka_receiver_lag = Gauge(
+            "flowglass_receiver_kafka_consumer_lag",
+            "Records of a partition not yet done: its high watermark minus the receiver's commit point.",
+            ["component", "topic", "partition"], registry=r)
+        self.kafka_receiver_assigned = Gauge(
+            "flowglass_receiver_kafka_assigned_partitions",
+            "Partitions the consumer group assigned to the Kafka receiver.", ["component"], registry=r)
+        self.kafka_receiver_skipped = Counter(
+            "flowglass_receiver_kafka_skipped_records",
+            "Records passed over without being accepted, by reason (poison, refused, retries_exhausted).",
+            ["component", "topic", "reason"], registry=r)
+        self.kafka_receiver_dead_letters = Counter(
+            "flowglass_receiver_kafka_dead_letter_records",
+            "Passed-over records written to the dead-letter topic (written) or lost on the way (failed).",
+            ["component", "topic", "outcome"], registry=r)
+        self.kafka_receiver_retries = Counter(
+            "flowglass_receiver_kafka_retries",
+            "Records handed to the pipeline again after a retryable refusal.",
+            ["component", "topic"], registry=r)
+        self.kafka_receiver_commits = Counter(
+            "flowglass_receiver_kafka_commits", "Offset commits, by outcome (success, failed).",
+            ["component", "outcome"], registry=r)
+        self.kafka_receiver_rebalances = Counter(
+            "flowglass_receiver_kafka_rebalances", "Partition assignments the receiver received.",
+            ["component"], registry=r)
 
         # Processors.
         self.processor_incoming = Counter(
@@ -61,6 +93,10 @@ class AgentMetrics:
         self.processor_refused = Counter(
             "flowglass_processor_refused_items", "Items a processor refused upstream, by reason.",
             ["component", "pipeline", "signal", "reason"], registry=r)
+        self.processor_condition_errors = Counter(
+            "flowglass_processor_condition_errors",
+            "Conditions a processor could not evaluate on an item (filter error_mode decides what follows).",
+            ["component", "pipeline", "signal"], registry=r)
         self.batch_send_size = Histogram(
             "flowglass_processor_batch_send_size", "Items per batch sent by the batch processor.",
             ["component", "pipeline", "signal"], buckets=SIZE_BUCKETS, registry=r)
@@ -77,6 +113,19 @@ class AgentMetrics:
         self.memory_limiter_used_bytes = Gauge(
             "flowglass_processor_memory_limiter_used_bytes",
             "Memory in use at the last check.", ["component"], registry=r)
+        # redaction: attribute keys deleted (not allowed) and values masked; k8sattributes lookups.
+        self.redaction_deleted_keys = Counter(
+            "flowglass_processor_redaction_deleted_keys",
+            "Attribute keys the redaction processor deleted because they were not allowed.",
+            ["component", "pipeline", "signal"], registry=r)
+        self.redaction_masked_values = Counter(
+            "flowglass_processor_redaction_masked_values",
+            "Values the redaction processor masked or hashed (blocked keys, blocked values, detectors).",
+            ["component", "pipeline", "signal"], registry=r)
+        self.k8sattributes_associations = Counter(
+            "flowglass_processor_k8sattributes_associations",
+            "Resources the k8sattributes processor looked up, by outcome (found, not_found).",
+            ["component", "pipeline", "signal", "outcome"], registry=r)
 
         # Connectors.
         self.connector_incoming = Counter(
@@ -85,6 +134,26 @@ class AgentMetrics:
         self.connector_outgoing = Counter(
             "flowglass_connector_outgoing_items", "Items a connector produced.",
             ["component", "signal"], registry=r)
+        self.spanmetrics_series = Gauge(
+            "flowglass_connector_spanmetrics_series",
+            "Series the spanmetrics connector tracks now (overflow series included).",
+            ["component"], registry=r)
+        self.spanmetrics_overflow_spans = Counter(
+            "flowglass_connector_spanmetrics_overflow_spans",
+            "Spans aggregated into an overflow series because the series limit was reached.",
+            ["component"], registry=r)
+        self.spanmetrics_skipped_spans = Counter(
+            "flowglass_connector_spanmetrics_skipped_spans",
+            "Spans the spanmetrics connector did not aggregate, by reason (no_service_name).",
+            ["component", "reason"], registry=r)
+        self.spanmetrics_expired_series = Counter(
+            "flowglass_connector_spanmetrics_expired_series",
+            "Series dropped after metrics_expiration without a span.",
+            ["component"], registry=r)
+        self.spanmetrics_flushes = Counter(
+            "flowglass_connector_spanmetrics_flushes",
+            "Emissions of the span metrics, by outcome (ok, failed, empty).",
+            ["component", "outcome"], registry=r)
 
         # Exporters.
         self.exporter_sent = Counter(
@@ -114,6 +183,20 @@ class AgentMetrics:
         self.exporter_send_duration = Histogram(
             "flowglass_exporter_send_duration_seconds", "Time of one send attempt.",
             ["component", "signal", "outcome"], buckets=LATENCY_BUCKETS, registry=r)
+
+        # Prometheus exporters (prometheusremotewrite, prometheus).
+        self.prometheus_rejected_samples = Counter(
+            "flowglass_exporter_prometheus_rejected_samples",
+            "Samples a remote write server rejected for good (out_of_order, out_of_bounds, ...), by reason.",
+            ["component", "reason"], registry=r)
+        self.prometheus_dropped_points = Counter(
+            "flowglass_exporter_prometheus_dropped_points",
+            "Data points not translated to Prometheus series (delta out of order, max_streams, ...), by reason.",
+            ["component", "reason"], registry=r)
+        self.prometheus_streams = Gauge(
+            "flowglass_exporter_prometheus_streams",
+            "Series a Prometheus exporter keeps state for (delta totals, or served series).",
+            ["component"], registry=r)
 
         # Service.
         self.component_up = Gauge(

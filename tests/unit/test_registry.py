@@ -54,6 +54,17 @@ def _minimal_options(f: object) -> dict[str, object]:
         return {"endpoint": "127.0.0.1:1", "tls": {"insecure": True}}
     if t == "otlp_http":
         return {"endpoint": "http://127.0.0.1:1"}
+    if t == "prometheusremotewrite":
+        return {"endpoint": "http://127.0.0.1:1/api/v1/write"}
+    if t == "prometheus" and isinstance(f, ExporterFactory):
+        return {"endpoint": "127.0.0.1:0"}
+    if t == "attributes":
+        return {"actions": [{"key": "flowglass.test", "value": 1, "action": "upsert"}]}
+    if t == "resource":
+        return {"attributes": [{"key": "flowglass.test", "value": 1, "action": "upsert"}]}
+    if t == "syslog":
+        return {"protocol": "rfc5424", "tcp": {"listen_address": "127.0.0.1:0"},
+                "udp": {"listen_address": "127.0.0.1:0"}}
     return {}
 
 
