@@ -24,7 +24,9 @@ def read_otlp_jsonl(path: Path) -> list[tuple[Signal, Request]]:
     out: list[tuple[Signal, Request]] = []
     if not path.exists():
         return out
-    for line in path.read_text().splitlines():
+    text = path.read_text()
+    # The exporter may be writing right now: only whole lines (ending in a newline) count.
+    for line in text[: text.rfind("\n") + 1].splitlines():
         if not line.strip():
             continue
         doc = json.loads(line)
