@@ -1,6 +1,7 @@
 """`attributes`: change the attributes of spans, log records and metric data points.
 
-Actions run in order on each selected item (traces: span attributes; logs: log record
+Actions run in order on each selected item (traces: span attributes, and with
+`span_events: true` the attributes of each selected span's events too; logs: log record
 attributes; metrics: the attributes of every data point of a selected metric), as in the
 Collector:
 
@@ -148,6 +149,10 @@ class AttributesConfig(msgspec.Struct, forbid_unknown_fields=True):
     include: MatchProperties | None = None
     #: Items matching this are left alone.
     exclude: MatchProperties | None = None
+    #: Flowglass: also run the actions on the attributes of each selected span's events
+    #: (the Collector leaves span events alone, so this is off by default). Useful for
+    #: `delete` and `hash` of personal data that instrumentation puts on events.
+    span_events: bool = False
 
     def __post_init__(self) -> None:
         if not self.actions:
@@ -173,6 +178,7 @@ class AttributesProcessor:
         self._signal = signal
         self._actions = Actions(config.actions)
         self._selector = Selector.build(config.include, config.exclude)
+        self._span_events = config.span_events
         self._process = {
             Signal.TRACES: self._traces,
             Signal.LOGS: self._logs,
@@ -195,14 +201,17 @@ class AttributesProcessor:
         selector = self._selector
         for rs in request.resource_spans:
             for ss in rs.scope_spans:
-                if selector is None:
+                if selector is None and not self._span_events:
                     for span in ss.spans:
                         apply(span.attributes)
-                else:
-                    resource, scope = rs.resource, ss.scope
-                    for span in ss.spans:
-                        if selector.span(resource, scope, span):
-                            apply(span.attributes)
+                    continue
+                resource, scope = rs.resource, ss.scope
+                for span in ss.spans:
+                    if selector is None or selector.span(resource, scope, span):
+                        apply(span.attributes)
+                        if self._span_events:
+                            for event in span.events:
+                                apply(event.attributes)
 
     def _logs(self, request: Any) -> None:
         apply = self._actions.apply

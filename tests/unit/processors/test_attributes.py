@@ -294,3 +294,29 @@ async def test_error_from_next_consumer_propagates() -> None:
     proc = make(sink, actions=[{"key": "a", "action": "delete"}])
     with pytest.raises(RuntimeError, match="down"):
         await proc.consume(make_traces(1))
+
+
+async def test_span_events_are_changed_only_when_asked() -> None:
+    from agent.component import Kind, Settings
+    from agent.config.types import dec_hook
+    from agent.model import Signal
+    from agent.processors.attributes import FACTORY, AttributesConfig
+    from agent.testing import Sink, attrs_dict, key_values, make_traces, spans_of
+
+    def run_config(span_events: bool) -> AttributesConfig:
+        return msgspec.convert(
+            {"actions": [{"key": "user.email", "action": "delete"}], "span_events": span_events},
+            AttributesConfig, dec_hook=dec_hook)
+
+    for span_events in (False, True):
+        batch = make_traces(3, span_attrs={"user.email": "a@b.c"})
+        for span in spans_of([batch]):
+            span.events[0].attributes.extend(key_values({"user.email": "a@b.c"}))
+        sink = Sink()
+        assert FACTORY.create is not None
+        proc = FACTORY.create(Settings.for_test("attributes", Kind.PROCESSOR, "traces"),
+                              run_config(span_events), Signal.TRACES, sink)
+        await proc.consume(batch)
+        for span in spans_of(sink.batches):
+            assert "user.email" not in attrs_dict(span.attributes)
+            assert ("user.email" in attrs_dict(span.events[0].attributes)) is (not span_events)
