@@ -22,6 +22,7 @@ def _factories() -> list[Factory]:
         filter,
         k8sattributes,
         memory_limiter,
+        probabilistic_sampler,
         redaction,
         resource,
         resourcedetection,
@@ -43,6 +44,7 @@ def _factories() -> list[Factory]:
         redaction.FACTORY,
         resourcedetection.FACTORY,
         k8sattributes.FACTORY,
+        probabilistic_sampler.FACTORY,
         # exporters
         otlp_grpc.FACTORY,
         otlp_http.FACTORY,

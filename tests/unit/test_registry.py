@@ -62,6 +62,8 @@ def _minimal_options(f: object) -> dict[str, object]:
         return {"actions": [{"key": "flowglass.test", "value": 1, "action": "upsert"}]}
     if t == "resource":
         return {"attributes": [{"key": "flowglass.test", "value": 1, "action": "upsert"}]}
+    if t == "probabilistic_sampler":
+        return {"sampling_percentage": 100}  # keeps every item, so the lifecycle test sees them all
     if t == "syslog":
         return {"protocol": "rfc5424", "tcp": {"listen_address": "127.0.0.1:0"},
                 "udp": {"listen_address": "127.0.0.1:0"}}

@@ -63,7 +63,8 @@ def hash_randomness(data: bytes, seed: int) -> int:
     """The Collector's 56-bit randomness from the legacy hash of `data`.
 
     Most significant 14 bits: 0x3FFF - bucket (so R >= T matches bucket < rate); then 28
-    bits mixing the hash's 18 unused high bits; then the 14-bit bucket itself.
+    bits mixing the hash's top 14 bits (`h >> 18`; the Collector names them "unused18");
+    then the 14-bit bucket itself.
     """
     hashed32 = seeded_hash(data, seed)
     hashed = hashed32 & BIT_MASK_HASH_BUCKETS
@@ -87,24 +88,27 @@ def trace_id_randomness(trace_id: bytes) -> int:
 
 
 def probability_to_threshold(prob: float, precision: int) -> int | None:
-    """T for `prob` rounded to `precision` significant hex digits; None if out of range."""
+    """T for `prob` rounded to `precision` significant hex digits; None if out of range.
+
+    As the OpenTelemetry sampling package does, precision grows by one hex digit for every
+    4 binary orders of magnitude that `prob` or `1 - prob` lies below 1/2, so that very
+    small and very large probabilities keep their relative accuracy.
+    """
     if not (MIN_PROBABILITY <= prob <= 1.0):
         return None
-    if precision == 0 or precision >= NUM_HEX_DIGITS:
-        return MAX_ADJUSTED_COUNT - round_half_away(prob * MAX_ADJUSTED_COUNT)
     if prob == 1.0:
         return ALWAYS
-    # Leading zero hex digits of the rejection probability are obligatory precision.
-    reject = 1.0 - prob
-    while reject * 16 < 1:
-        reject *= 16
-        precision += 1
-    if precision > NUM_HEX_DIGITS:
-        return None
+    if precision <= 0:
+        precision = NUM_HEX_DIGITS
+    exp_f = math.frexp(prob)[1]
+    exp_r = math.frexp(1.0 - prob)[1]
+    precision = min(NUM_HEX_DIGITS, max(precision + (-exp_f) // 4, precision + (-exp_r) // 4))
     t = MAX_ADJUSTED_COUNT - round_half_away(prob * MAX_ADJUSTED_COUNT)
     shift = 4 * (NUM_HEX_DIGITS - precision)
-    t += 1 << (shift - 1)
-    return (t >> shift) << shift
+    if shift:
+        t += 1 << (shift - 1)
+        t = (t >> shift) << shift
+    return t
 
 
 def round_half_away(x: float) -> int:
