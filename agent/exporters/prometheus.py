@@ -25,10 +25,9 @@ series past that are dropped and counted
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import msgspec
 
@@ -40,11 +39,10 @@ from agent.model.prometheus import TranslationOptions, Translator
 from agent.model.prometheus_cumulative import Cumulator
 from agent.model.prometheus_names import format_float
 from agent.model.prometheus_series import Family, Labels, MetricType, NativeHistogram, is_stale
+from agent.telemetry.httpd import HTTPServer, Response
 from agent.telemetry.server import parse_address
 
 MAX_SERIES = 1_000_000
-_MAX_HEAD = 8 * 1024
-_HEAD_TIMEOUT = 10.0
 _TEXT = "text/plain; version=0.0.4; charset=utf-8"
 _OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 _TYPE_WORDS = {
@@ -150,35 +148,29 @@ class PrometheusExporter:
         self._dropped = m.prometheus_dropped_points
         self._sent = m.exporter_sent.labels(self._label, Signal.METRICS.value)
         m.prometheus_streams.labels(self._label).set_function(lambda: len(self._series))
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._http: HTTPServer | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
-        if self._server is not None:
+        if self._http is not None:
             return
         host, port = parse_address(self._config.endpoint)
+        http = HTTPServer(self._respond)
         try:
-            self._server = await asyncio.start_server(
-                self._serve, host, port, reuse_address=True, reuse_port=self._settings.shared_ports or None)
+            await http.start(host, port, reuse_port=self._settings.shared_ports)
         except OSError as exc:
             raise StartError(
                 f"exporter {self._label} cannot listen on {self._config.endpoint}: {exc.strerror or exc}"
             ) from exc
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        self._http = http
+        self.port = http.port
         self._settings.logger.info("The Prometheus exporter serves /metrics.",
                                    extra={"component": self._label, "port": self.port})
 
     async def shutdown(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.wait(list(self._connections), timeout=1.0)
-        await server.wait_closed()
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
 
     async def consume(self, batch: Batch) -> None:
         if batch.signal is not Signal.METRICS:
@@ -251,45 +243,12 @@ class PrometheusExporter:
             lines.append("# EOF")
         return ("\n".join(lines) + "\n").encode() if lines else b""
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        try:
-            status, content_type, body = await self._respond(reader)
-            reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}.get(status, "Error")
-            head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-            writer.write(head.encode("latin-1") + body)
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass
-        finally:
-            if task is not None:
-                self._connections.discard(task)
-            writer.close()
-
-    async def _respond(self, reader: asyncio.StreamReader) -> tuple[int, str, bytes]:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT)
-        except asyncio.LimitOverrunError:
-            return 400, "text/plain", b"request head too large\n"
-        if len(head) > _MAX_HEAD:
-            return 400, "text/plain", b"request head too large\n"
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3:
-            return 400, "text/plain", b"bad request line\n"
-        method, target, _ = parts
-        accept = ""
-        for line in lines[1:]:
-            key, sep, value = line.partition(":")
-            if sep and key.strip().lower() == "accept":
-                accept = value
-        if target.split("?", 1)[0] != "/metrics":
+    def _respond(self, method: str, path: str, headers: dict[str, str]) -> Response:
+        if path != "/metrics":
             return 404, "text/plain", b"not found: try /metrics\n"
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"only GET is allowed\n"
+        accept = headers.get("accept", "")
         open_metrics = self._config.enable_open_metrics and "application/openmetrics-text" in accept
         return 200, (_OPENMETRICS if open_metrics else _TEXT), self.render(open_metrics)
 

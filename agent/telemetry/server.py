@@ -19,7 +19,6 @@ bounded (8 KiB of head, 10 s to send it) and every response closes the connectio
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -28,6 +27,7 @@ from prometheus_client.exposition import choose_encoder
 
 from agent.errors import StartError
 from agent.telemetry.health import Health
+from agent.telemetry.httpd import HTTPServer, Response
 from agent.telemetry.metrics import AgentMetrics
 
 logger = logging.getLogger(__name__)
@@ -50,11 +50,6 @@ def parse_address(address: str) -> tuple[str | None, int]:
     return (host or None), port
 
 
-_MAX_HEAD = 8 * 1024
-_HEAD_TIMEOUT = 10.0
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
-
-
 class TelemetryServer:
     """Serves the agent's metrics and health probes until `shutdown()`."""
 
@@ -62,9 +57,8 @@ class TelemetryServer:
         self.address = address
         self._metrics = metrics
         self._health = health
-        self._server: asyncio.Server | None = None
+        self._http: HTTPServer | None = None
         self._port: int | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
 
     @property
     def enabled(self) -> bool:
@@ -79,22 +73,23 @@ class TelemetryServer:
 
     async def start(self) -> None:
         """Bind and serve; does nothing when the address is empty."""
-        if not self.enabled or self._server is not None:
+        if not self.enabled or self._http is not None:
             return
         try:
             host, port = parse_address(self.address)
         except ValueError as exc:
             raise StartError(f"The telemetry address {self.address!r} is not valid: {exc}.") from None
+        http = HTTPServer(self._respond)
         try:
-            server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+            await http.start(host, port)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise StartError(
                 f"The telemetry server cannot listen on {self.address}: {reason}. "
                 "Change service.telemetry.metrics.address or stop whatever uses that port."
             ) from exc
-        self._server = server
-        self._port = int(server.sockets[0].getsockname()[1])
+        self._http = http
+        self._port = http.port
         logger.info(
             "The telemetry server is listening.",
             extra={"address": self.address, "port": self._port},
@@ -102,55 +97,13 @@ class TelemetryServer:
 
     async def shutdown(self) -> None:
         """Stop serving; safe to call more than once."""
-        server, self._server = self._server, None
-        if server is None:
+        http, self._http = self._http, None
+        if http is None:
             return
         self._port = None
-        server.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.wait(list(self._connections), timeout=1.0)
-        await server.wait_closed()
+        await http.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        try:
-            status, content_type, body = await self._respond(reader)
-            head = (
-                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n"
-            )
-            writer.write(head.encode("latin-1") + body)
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass
-        finally:
-            if task is not None:
-                self._connections.discard(task)
-            writer.close()
-
-    async def _respond(self, reader: asyncio.StreamReader) -> tuple[int, str, bytes]:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT)
-        except asyncio.LimitOverrunError:
-            return 400, "text/plain", b"request head too large\n"
-        if len(head) > _MAX_HEAD:
-            return 400, "text/plain", b"request head too large\n"
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3:
-            return 400, "text/plain", b"bad request line\n"
-        method, target, _ = parts
-        headers = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        path = target.split("?", 1)[0]
+    def _respond(self, method: str, path: str, headers: dict[str, str]) -> Response:
         if path not in ("/metrics", "/healthz", "/readyz"):
             return 404, "text/plain", b"not found: try /metrics, /healthz or /readyz\n"
         if method not in ("GET", "HEAD"):

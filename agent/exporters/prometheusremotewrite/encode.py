@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from agent._proto.prometheus import remote_pb2, types_pb2
 from agent.model.prometheus_series import Exemplar, Labels, NativeHistogram, Translation
+from agent.model.protowire import LENGTHS, delimited, length, varint
 
 _SAMPLE = struct.Struct("<BBBd")  # field 2 tag, length, Sample.value tag, value
 _EXEMPLAR_VALUE = struct.Struct("<Bd")  # Exemplar.value tag, value
@@ -22,28 +23,9 @@ _EXEMPLAR_VALUE = struct.Struct("<Bd")  # Exemplar.value tag, value
 _CACHE_LIMIT = 100_000
 
 
-def varint(n: int) -> bytes:
-    """Protobuf base-128 varint (negative numbers as their 64-bit two's complement)."""
-    if n < 0:
-        n += 1 << 64
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(tag: int, body: bytes) -> bytes:
-    return bytes((tag,)) + varint(len(body)) + body
-
-
-#: Varint encodings of the lengths most messages have, looked up instead of computed.
-_LENGTHS = [varint(n) for n in range(0x4000)]
-
-
-def _length(n: int) -> bytes:
-    return _LENGTHS[n] if n < 0x4000 else varint(n)
+_field = delimited
+_LENGTHS = LENGTHS
+_length = length
 
 
 def _first(sample: tuple[int, float]) -> int:

@@ -16,6 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from agent.model import protowire
+
+# The wire basics are shared with the remote-write encoder; this package reaches them here.
+varint = protowire.varint
+length = protowire.length
+delimited = protowire.delimited
+LENGTHS = protowire.LENGTHS
+_SHORT = protowire.SHORT
+
 # Tags (field number << 3 | wire type) used below.
 _LEN_FIELD_1 = 0x0A  # length-delimited field 1
 _LEN_FIELD_2 = 0x12  # length-delimited field 2
@@ -29,33 +38,6 @@ RECORD_TAG = b"\x12"  # ScopeLogs.log_records, field 2
 STRING_VALUE_TAG = b"\x0a"  # AnyValue.string_value, field 1
 _INT_VALUE_TAG = 0x18  # AnyValue.int_value, varint field 3
 _KVLIST_VALUE_TAG = 0x32  # AnyValue.kvlist_value, field 6
-
-
-def varint(n: int) -> bytes:
-    """Base-128 varint; negative numbers as 64-bit two's complement (as int64 fields are)."""
-    if n < 0:
-        n += 1 << 64
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-#: Varints of every length below 16 KiB, so that the hot path only indexes a tuple.
-LENGTHS: tuple[bytes, ...] = tuple(varint(i) for i in range(1 << 14))
-_SHORT = len(LENGTHS)
-
-
-def length(n: int) -> bytes:
-    """The varint of a length."""
-    return LENGTHS[n] if n < _SHORT else varint(n)
-
-
-def delimited(tag: int, payload: bytes) -> bytes:
-    """A length-delimited field (`tag` below 128)."""
-    return bytes((tag,)) + length(len(payload)) + payload
 
 
 def string_value(value: str | bytes) -> bytes:
