@@ -131,7 +131,9 @@ class Encoder:
         exemplars: dict[bytes, list[Exemplar]] = {}
         for labels, ex in translation.exemplars:
             exemplars.setdefault(labels_of(labels), []).append(ex)
-        encoded: list[list[tuple[bytes, int]]] = [[] for _ in range(shards)]
+        # Per shard, encoded series and their item counts, side by side (no tuple per series).
+        encoded: list[list[bytes]] = [[] for _ in range(shards)]
+        counts: list[list[int]] = [[] for _ in range(shards)]
         pack, time, times, series, lengths = _SAMPLE.pack, self._time, self._times, self.series, _LENGTHS
         for key, i in groups.items():
             if not hists and (not more or key not in more) and (not exemplars or key not in exemplars):
@@ -139,9 +141,11 @@ class Encoder:
                 ts, value = times_ms[i], values[i]
                 t = times.get(ts) or time(ts)
                 n = len(key) + 11 + len(t)
-                encoded[hash(key) % shards].append((b"".join((
+                shard = hash(key) % shards
+                encoded[shard].append(b"".join((
                     b"\x0a", lengths[n] if n < 0x4000 else varint(n), key,
-                    pack(0x12, 9 + len(t), 0x09, value), t)), 1))
+                    pack(0x12, 9 + len(t), 0x09, value), t)))
+                counts[shard].append(1)
                 continue
             samples = [(times_ms[j], values[j]) for j in (i, *more.get(key, ()))]
             if len(samples) > 1:
@@ -149,17 +153,27 @@ class Encoder:
             own: list[NativeHistogram] = hists.pop(key, []) if hists else []
             own.sort(key=_hist_time)
             body = series(key, samples, own, exemplars.get(key, ()) if exemplars else ())
-            encoded[hash(key) % shards].append((body, len(samples) + len(own)))
+            shard = hash(key) % shards
+            encoded[shard].append(body)
+            counts[shard].append(len(samples) + len(own))
         for key, own in hists.items():
             own.sort(key=_hist_time)
-            encoded[hash(key) % shards].append((self.series(key, [], own), len(own)))
-        return [list(_cut(parts, max_bytes)) for parts in encoded]
+            shard = hash(key) % shards
+            encoded[shard].append(self.series(key, [], own))
+            counts[shard].append(len(own))
+        return [list(_cut(parts, n, max_bytes)) for parts, n in zip(encoded, counts, strict=True)]
 
 
-def _cut(series: list[tuple[bytes, int]], max_bytes: int) -> Iterator[tuple[bytes, int]]:
+def _cut(series: list[bytes], counts: list[int], max_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """`WriteRequest` bodies of at most `max_bytes` (a larger single series goes alone)."""
+    if not series:
+        return
+    if sum(map(len, series)) <= max_bytes:  # the usual case: one body per shard
+        yield b"".join(series), sum(counts)
+        return
     parts: list[bytes] = []
     size = items = 0
-    for encoded, n in series:
+    for encoded, n in zip(series, counts, strict=True):
         if parts and size + len(encoded) > max_bytes:
             yield b"".join(parts), items
             parts, size, items = [], 0, 0
