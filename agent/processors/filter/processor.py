@@ -146,35 +146,45 @@ class FilterProcessor:
 
     # -- walking each signal -------------------------------------------------------------
 
-    def _traces(self, request: Any) -> int:
+    def _prune(self, groups: Any, scopes_field: str, items_field: str,
+               count: Callable[[Any], int], filter_items: Callable[[Any, Any, Any], int]) -> int:
+        """Drop matching resources, scopes and items of one signal; empty containers go too."""
         dropped = 0
-        groups = request.resource_spans
         for gi in range(len(groups) - 1, -1, -1):
-            rs = groups[gi]
-            r = rs.resource
-            scopes = rs.scope_spans
+            group = groups[gi]
+            r = group.resource
+            scopes = getattr(group, scopes_field)
             if self._resource and self._any(self._resource, r, None, None, r):
-                dropped += sum(len(ss.spans) for ss in scopes)
+                dropped += sum(count(getattr(sc, items_field)) for sc in scopes)
                 self._changed = True
                 del groups[gi]
                 continue
             for si in range(len(scopes) - 1, -1, -1):
-                ss = scopes[si]
-                s = ss.scope
-                spans = ss.spans
+                sc = scopes[si]
+                s = sc.scope
+                items = getattr(sc, items_field)
                 if self._scope and self._any(self._scope, r, s, None, s):
-                    dropped += len(spans)
+                    dropped += count(items)
                     self._changed = True
                     del scopes[si]
                     continue
-                dropped += self._filter_spans(r, s, spans)
-                if not spans:
+                dropped += filter_items(r, s, items)
+                if not items:
                     self._changed = True
                     del scopes[si]
             if not scopes:
                 self._changed = True
                 del groups[gi]
         return dropped
+
+    def _traces(self, request: Any) -> int:
+        return self._prune(request.resource_spans, "scope_spans", "spans", len, self._filter_spans)
+
+    def _metrics(self, request: Any) -> int:
+        return self._prune(request.resource_metrics, "scope_metrics", "metrics", _count_points, self._filter_metrics)
+
+    def _logs(self, request: Any) -> int:
+        return self._prune(request.resource_logs, "scope_logs", "log_records", len, self._filter_records)
 
     def _filter_spans(self, r: Any, s: Any, spans: Any) -> int:
         item, sub = self._item, self._sub
@@ -192,36 +202,6 @@ class FilterProcessor:
                     if self._any(sub, r, s, span, events[j]):
                         self._changed = True
                         del events[j]
-        return dropped
-
-    def _metrics(self, request: Any) -> int:
-        dropped = 0
-        groups = request.resource_metrics
-        for gi in range(len(groups) - 1, -1, -1):
-            rm = groups[gi]
-            r = rm.resource
-            scopes = rm.scope_metrics
-            if self._resource and self._any(self._resource, r, None, None, r):
-                dropped += sum(len(metric_points(m)) for sm in scopes for m in sm.metrics)
-                self._changed = True
-                del groups[gi]
-                continue
-            for si in range(len(scopes) - 1, -1, -1):
-                sm = scopes[si]
-                s = sm.scope
-                metrics = sm.metrics
-                if self._scope and self._any(self._scope, r, s, None, s):
-                    dropped += sum(len(metric_points(m)) for m in metrics)
-                    self._changed = True
-                    del scopes[si]
-                    continue
-                dropped += self._filter_metrics(r, s, metrics)
-                if not metrics:
-                    self._changed = True
-                    del scopes[si]
-            if not scopes:
-                self._changed = True
-                del groups[gi]
         return dropped
 
     def _filter_metrics(self, r: Any, s: Any, metrics: Any) -> int:
@@ -246,37 +226,16 @@ class FilterProcessor:
                     del metrics[i]
         return dropped
 
-    def _logs(self, request: Any) -> int:
+    def _filter_records(self, r: Any, s: Any, records: Any) -> int:
         dropped = 0
-        groups = request.resource_logs
-        for gi in range(len(groups) - 1, -1, -1):
-            rl = groups[gi]
-            r = rl.resource
-            scopes = rl.scope_logs
-            if self._resource and self._any(self._resource, r, None, None, r):
-                dropped += sum(len(sl.log_records) for sl in scopes)
-                self._changed = True
-                del groups[gi]
-                continue
-            for si in range(len(scopes) - 1, -1, -1):
-                sl = scopes[si]
-                s = sl.scope
-                records = sl.log_records
-                if self._scope and self._any(self._scope, r, s, None, s):
-                    dropped += len(records)
+        if self._item:
+            for i in range(len(records) - 1, -1, -1):
+                if self._any(self._item, r, s, None, records[i]):
                     self._changed = True
-                    del scopes[si]
-                    continue
-                if self._item:
-                    for i in range(len(records) - 1, -1, -1):
-                        if self._any(self._item, r, s, None, records[i]):
-                            self._changed = True
-                            del records[i]
-                            dropped += 1
-                if not records:
-                    self._changed = True
-                    del scopes[si]
-            if not scopes:
-                self._changed = True
-                del groups[gi]
+                    del records[i]
+                    dropped += 1
         return dropped
+
+
+def _count_points(metrics: Any) -> int:
+    return sum(len(metric_points(m)) for m in metrics)
