@@ -26,6 +26,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from agent.errors import PermanentError
 from agent.model import Batch, Signal, new_request
+from agent.model.attrs import to_python
 
 
 def any_value(value: Any) -> AnyValue:
@@ -54,16 +55,8 @@ def key_values(attrs: dict[str, Any]) -> list[KeyValue]:
     return [KeyValue(key=k, value=any_value(v)) for k, v in attrs.items()]
 
 
-def from_any_value(v: AnyValue) -> Any:
-    """The Python value of an OTLP AnyValue (inverse of `any_value`)."""
-    kind = v.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [from_any_value(x) for x in v.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: from_any_value(kv.value) for kv in v.kvlist_value.values}
-    return getattr(v, kind)
+#: The Python value of an OTLP AnyValue (inverse of `any_value`).
+from_any_value = to_python
 
 
 def attrs_dict(kvs: Iterable[KeyValue]) -> dict[str, Any]:
