@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -52,6 +53,20 @@ def worker_pids(parent: int) -> list[int]:
     return out
 
 
+def consecutive_free_ports() -> tuple[int, int]:
+    """Two adjacent ports that are both free right now (worker i serves telemetry on port+i)."""
+    for _ in range(100):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            first = int(a.getsockname()[1])
+            try:
+                b.bind(("127.0.0.1", first + 1))
+            except OSError:
+                continue
+            return first, first + 1
+    raise AssertionError("no two adjacent free ports on loopback")
+
+
 def accepted(port: int) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -59,13 +74,16 @@ def accepted(port: int) -> float:
 
 
 def test_two_workers_share_the_port_restart_and_drain() -> None:
+    tele, _ = consecutive_free_ports()
     port = free_port()
-    tele = free_port()
-    while tele + 1 == port:
-        tele = free_port()
+    while port in (tele, tele + 1):
+        port = free_port()
     with AgentProcess(CONFIG.format(port=port, telemetry=tele), telemetry_port=tele) as agent:
         assert agent.proc is not None
-        wait_until(lambda: ready(tele + 1), what="worker 1 ready")
+        try:
+            wait_until(lambda: ready(tele + 1), timeout=40, what="worker 1 ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nagent output:\n{agent.output()}") from None
         for _ in range(40):  # a new connection each time: the kernel spreads them
             code, _, _ = raw_export(f"127.0.0.1:{port}", TRACES_METHOD, make_traces(5).serialize())
             assert code == grpc.StatusCode.OK
