@@ -55,6 +55,7 @@ from agent.model.prometheus_series import (
 
 _DELTA = 1  # AggregationTemporality.DELTA
 _FLAG_NO_RECORDED_VALUE = 1
+_serialize_kv = KeyValue.SerializeToString
 #: Resource attributes that become `job` and `instance` instead of `target_info` labels.
 _IDENTITY_KEYS = frozenset({"service.name", "service.namespace", "service.instance.id"})
 _MAX_SCHEMA = 8
@@ -155,23 +156,34 @@ class Translator:
         self.cumulator = cumulator or Cumulator()
         self._external = tuple((label_name(k), v) for k, v in options.external_labels.items())
         self._target_family = Family("target_info", MetricType.GAUGE, "Target metadata")
-        # The label tuples of a data point's series, by (name, resource labels, attributes,
-        # bounds): a stream repeats its series, and reusing the same tuple objects lets the
-        # remote write encoder find their encoding by identity.
+        # The label tuples of a data point's series, by (name, resource labels' number, the
+        # wire bytes of each attribute, bounds or None): a stream repeats its series, and
+        # reusing the same tuple objects lets the remote write encoder find their encoding by
+        # identity. Attributes are keyed by their bytes because one `SerializeToString` a
+        # KeyValue costs far less than reading key and value through upb wrappers; equal
+        # bytes are equal attributes (equal attributes written differently only miss).
         self._keys: dict[tuple[Any, ...], Any] = {}
-        self._base_t: tuple[tuple[str, str], ...] = ()
+        # The labels of the current resource as a small number (cache keys compare and hash
+        # an int faster than a tuple of pairs); numbered in `_bases`, dropped with `_keys`.
+        self._base_id = 0
+        self._bases: dict[tuple[tuple[str, str], ...], int] = {}
         self._families: dict[tuple[str, int, str, str], Family] = {}
+        #: Per OTLP metric (name, unit, description, monotonic or None for histograms): its
+        #: Prometheus name(s) and family.
+        self._named: dict[tuple[str, str, str, bool | None], Any] = {}
 
     def translate(self, request: ExportMetricsServiceRequest, now_ns: int) -> Translation:
         out = Translation()
         self.cumulator.expire(now_ns)
         for rm in request.resource_metrics:
             base, info = self._resource_labels(rm.resource.attributes)
-            self._base_t = tuple(base.items())
+            self._base_id = self._base_number(tuple(base.items()))
             latest = 0
             for sm in rm.scope_metrics:
                 for metric in sm.metrics:
-                    latest = max(latest, self._metric(metric, base, out))
+                    t = self._metric(metric, base, out)
+                    if t > latest:
+                        latest = t
             if info is not None and latest:
                 out.add(self._target_family, info, 1.0, latest // 1_000_000)
         return out
@@ -215,10 +227,36 @@ class Translator:
             labels.setdefault(name, value)
         return _Keys(labels)
 
-    def _cache_key(self, name: str, attributes: Iterable[KeyValue], extra: Any = None) -> tuple[Any, ...]:
-        raw = [(kv.key, v.string_value if (v := kv.value).WhichOneof("value") == "string_value"
-                else attribute_text(v)) for kv in attributes]
-        return (name, self._base_t, tuple(raw), extra)
+    def _name_number(self, name: str, unit: str, help_text: str, monotonic: bool) -> tuple[str, Family]:
+        """(Prometheus name, family) of a gauge or sum, cached in `_named`."""
+        opts = self.options
+        prom = metric_name(name, unit, COUNTER if monotonic else GAUGE,
+                           suffixes=opts.add_metric_suffixes, namespace=opts.namespace)
+        family = self._family(prom, MetricType.COUNTER if monotonic else MetricType.GAUGE, help_text, unit)
+        if len(self._named) >= _KEYS_CACHE_LIMIT:
+            self._named.clear()
+        self._named[(name, unit, help_text, monotonic)] = (prom, family)
+        return prom, family
+
+    def _name_histogram(self, name: str, unit: str, help_text: str) -> tuple[str, Family, str, str, str]:
+        """(name, family, bucket, sum and count names) of an explicit histogram, cached in `_named`."""
+        opts = self.options
+        prom = metric_name(name, unit, OTHER, suffixes=opts.add_metric_suffixes, namespace=opts.namespace)
+        family = self._family(prom, MetricType.HISTOGRAM, help_text, unit)
+        named = (prom, family, f"{prom}_bucket", f"{prom}_sum", f"{prom}_count")
+        if len(self._named) >= _KEYS_CACHE_LIMIT:
+            self._named.clear()
+        self._named[(name, unit, help_text, None)] = named
+        return named
+
+    def _base_number(self, labels: tuple[tuple[str, str], ...]) -> int:
+        number = self._bases.get(labels)
+        if number is None:
+            if len(self._bases) >= _KEYS_CACHE_LIMIT:
+                self._bases.clear()
+                self._keys.clear()  # their keys hold the numbers just given up
+            number = self._bases[labels] = len(self._bases)
+        return number
 
     def _family(self, name: str, type_: int, help_text: str, unit: str) -> Family:
         key = (name, type_, help_text, unit)
@@ -241,21 +279,21 @@ class Translator:
         name: str = metric.name
         unit: str = metric.unit
         help_text: str = metric.description
-        opts = self.options
         latest = 0
         if kind == "gauge" or kind == "sum":
             data = getattr(metric, kind)
             monotonic = kind == "sum" and data.is_monotonic
             delta = kind == "sum" and data.aggregation_temporality == _DELTA
-            prom = metric_name(name, unit, COUNTER if monotonic else GAUGE,
-                               suffixes=opts.add_metric_suffixes, namespace=opts.namespace)
-            family = self._family(prom, MetricType.COUNTER if monotonic else MetricType.GAUGE, help_text, unit)
-            cache, cache_key = self._keys, self._cache_key
+            named = self._named.get((name, unit, help_text, monotonic))
+            if named is None:
+                named = self._name_number(name, unit, help_text, monotonic)
+            prom, family = named
+            cache, base_id = self._keys, self._base_id
             families, labels, values, times = (out.families.append, out.labels.append,
                                                out.values.append, out.times.append)
             for dp in data.data_points:
                 attributes = dp.attributes
-                ck = cache_key(prom, attributes)
+                ck = (prom, base_id, tuple(map(_serialize_kv, attributes)), None)
                 key = cache.get(ck)
                 if key is None:
                     key = self._remember(ck, self._series(base, attributes).named(prom))
@@ -288,58 +326,59 @@ class Translator:
 
     def _histogram(self, data: Any, name: str, unit: str, help_text: str,
                    base: dict[str, str], out: Translation) -> int:
-        opts = self.options
-        prom = metric_name(name, unit, OTHER, suffixes=opts.add_metric_suffixes, namespace=opts.namespace)
-        family = self._family(prom, MetricType.HISTOGRAM, help_text, unit)
+        named = self._named.get((name, unit, help_text, None))
+        if named is None:
+            named = self._name_histogram(name, unit, help_text)
+        prom, family, bucket_name, sum_name, count_name = named
         delta = data.aggregation_temporality == _DELTA
-        bucket_name, sum_name, count_name = f"{prom}_bucket", f"{prom}_sum", f"{prom}_count"
         latest = 0
-        cache = self._keys
+        cache, base_id = self._keys, self._base_id
         for dp in data.data_points:
             bounds = tuple(dp.explicit_bounds)
-            ck = self._cache_key(prom, dp.attributes, bounds)
+            ck = (prom, base_id, tuple(map(_serialize_kv, dp.attributes)), bounds)
             entry = cache.get(ck)
             if entry is None:
                 keys = self._series(base, dp.attributes, "le")
                 before, after = keys.parts(bucket_name, "le")
-                entry = self._remember(ck, (
-                    keys.named(prom), keys.named(sum_name), keys.named(count_name),
-                    tuple([(*before, _le_pair(b), *after) for b in bounds]), (*before, ("le", "+Inf"), *after)))
-            series_key, sum_key, count_key, bucket_keys, inf_key = entry
+                bucket_keys = tuple([(*before, _le_pair(b), *after) for b in bounds])
+                inf_key = (*before, ("le", "+Inf"), *after)
+                # The labels of the point's samples in output order: _sum, _count, buckets, +Inf.
+                block = (keys.named(sum_name), keys.named(count_name), *bucket_keys, inf_key)
+                entry = self._remember(ck, (keys.named(prom), bucket_keys, inf_key, block))
+            series_key, bucket_keys, inf_key, block = entry
             t = dp.time_unix_nano
-            latest = max(latest, t)
+            if t > latest:
+                latest = t
             ms = t // 1_000_000
             counts = list(dp.bucket_counts)
             count, total = dp.count, dp.sum
-            stale = bool(dp.flags & _FLAG_NO_RECORDED_VALUE)
+            stale = dp.flags & _FLAG_NO_RECORDED_VALUE
             if delta and not stale:
                 state = self.cumulator.add_histogram(series_key, list(bounds), counts, count, total, t)
                 if state is None:
                     out.drop(self.cumulator.last_refusal)
                     continue
                 counts, count, total = state
-            n = len(bucket_keys) + 3
+            n = len(block)
             out.families.extend([family] * n)
             out.times.extend([ms] * n)
-            labels = out.labels
-            labels.append(sum_key)
-            labels.append(count_key)
-            labels.extend(bucket_keys)
-            labels.append(inf_key)
+            out.labels.extend(block)
             if stale:
                 out.values.extend([STALE_NAN] * n)
                 continue
             values = out.values
             values.append(total)
             values.append(float(count))
-            counts = counts[: len(bucket_keys)]
-            counts.extend([0] * (len(bucket_keys) - len(counts)))  # fewer counts than bounds: malformed
+            nb = n - 3
+            if len(counts) != nb:  # one more count than bounds (+Inf is `count`); fewer: malformed
+                counts = counts[:nb]
+                counts.extend([0] * (nb - len(counts)))
             values.extend(map(float, accumulate(counts)))
             values.append(float(count))
             if dp.exemplars:
                 for ex in exemplars_of(dp.exemplars):
                     i = bisect_left(bounds, ex.value)
-                    out.exemplars.append((bucket_keys[i] if i < len(bucket_keys) else inf_key, ex))
+                    out.exemplars.append((bucket_keys[i] if i < nb else inf_key, ex))
         return latest
 
     def _summary(self, data: Any, name: str, unit: str, help_text: str,

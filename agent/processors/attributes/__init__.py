@@ -39,11 +39,15 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from agent.component import Consumer, ProcessorFactory, Settings, Stability
 from agent.model import Batch, Signal
 from agent.processors.attributes.actions import (
     Actions,
+    attributes_tag,
     compile_pattern,
     context_value,
     convert_value,
@@ -196,35 +200,38 @@ class AttributesProcessor:
         self._process(batch.mutable())
         await self._next.consume(batch)
 
+    # Each item's attributes go through `apply_merge` with the item's `MergeFromString`, so
+    # inserted attributes are added as wire bytes in one call (see `Actions`).
+
     def _traces(self, request: Any) -> None:
-        apply = self._actions.apply
+        apply = self._actions.apply_merge
         selector = self._selector
         for rs in request.resource_spans:
             for ss in rs.scope_spans:
                 if selector is None and not self._span_events:
                     for span in ss.spans:
-                        apply(span.attributes)
+                        apply(span.attributes, span.MergeFromString, _SPAN_TAG)
                     continue
                 resource, scope = rs.resource, ss.scope
                 for span in ss.spans:
                     if selector is None or selector.span(resource, scope, span):
-                        apply(span.attributes)
+                        apply(span.attributes, span.MergeFromString, _SPAN_TAG)
                         if self._span_events:
                             for event in span.events:
-                                apply(event.attributes)
+                                apply(event.attributes, event.MergeFromString, _EVENT_TAG)
 
     def _logs(self, request: Any) -> None:
-        apply = self._actions.apply
+        apply = self._actions.apply_merge
         selector = self._selector
         for rl in request.resource_logs:
             for sl in rl.scope_logs:
                 resource, scope = rl.resource, sl.scope
                 for record in sl.log_records:
                     if selector is None or selector.log(resource, scope, record):
-                        apply(record.attributes)
+                        apply(record.attributes, record.MergeFromString, _LOG_TAG)
 
     def _metrics(self, request: Any) -> None:
-        apply = self._actions.apply
+        apply = self._actions.apply_merge
         selector = self._selector
         for rm in request.resource_metrics:
             for sm in rm.scope_metrics:
@@ -235,8 +242,21 @@ class AttributesProcessor:
                     kind = metric.WhichOneof("data")
                     if kind is None:
                         continue
+                    tag = _POINT_TAGS[kind]
                     for point in getattr(metric, kind).data_points:
-                        apply(point.attributes)
+                        apply(point.attributes, point.MergeFromString, tag)
+
+
+_SPAN_TAG = attributes_tag(trace_pb2.Span)
+_EVENT_TAG = attributes_tag(trace_pb2.Span.Event)
+_LOG_TAG = attributes_tag(logs_pb2.LogRecord)
+_POINT_TAGS = {
+    "gauge": attributes_tag(metrics_pb2.NumberDataPoint),
+    "sum": attributes_tag(metrics_pb2.NumberDataPoint),
+    "histogram": attributes_tag(metrics_pb2.HistogramDataPoint),
+    "exponential_histogram": attributes_tag(metrics_pb2.ExponentialHistogramDataPoint),
+    "summary": attributes_tag(metrics_pb2.SummaryDataPoint),
+}
 
 
 def _create(settings: Settings, config: Any, signal: Signal, next_consumer: Consumer) -> AttributesProcessor:
@@ -261,6 +281,7 @@ __all__ = [
     "Actions",
     "AttributesConfig",
     "AttributesProcessor",
+    "attributes_tag",
     "context_value",
     "convert_value",
     "hash_value",

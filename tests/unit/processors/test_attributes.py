@@ -320,3 +320,76 @@ async def test_span_events_are_changed_only_when_asked() -> None:
         for span in spans_of(sink.batches):
             assert "user.email" not in attrs_dict(span.attributes)
             assert ("user.email" in attrs_dict(span.events[0].attributes)) is (not span_events)
+
+
+_CHAINS = [
+    # Inserted attributes read, changed and removed by later actions of the same list.
+    [{"key": "a", "value": "x", "action": "insert"}, {"key": "a", "value": "y", "action": "upsert"},
+     {"key": "b", "from_context": "metadata.t", "default_value": "d", "action": "insert"},
+     {"key": "b", "action": "hash"}, {"key": "c", "from_attribute": "a", "action": "insert"},
+     {"key": "a", "action": "delete"}, {"key": "e", "value": 5, "action": "insert"},
+     {"key": "e", "action": "convert", "converted_type": "string"}],
+    [{"key": "u", "value": "/v1/m/resnet", "action": "upsert"},
+     {"key": "u", "pattern": "^/v1/m/(?P<model>[^/]+)", "action": "extract"},
+     {"key": "model", "value": {"k": [1, 2]}, "action": "update"}, {"key": "n", "value": 1.5, "action": "insert"},
+     {"pattern": "^[nm]", "action": "hash"}, {"key": "z", "from_context": "client.address", "action": "upsert"},
+     {"key": "z", "value": False, "action": "update"}, {"pattern": "^x", "action": "delete"}],
+]
+
+
+@pytest.mark.parametrize("actions", _CHAINS)
+@pytest.mark.parametrize("start", [{}, {"a": "old", "x1": 1, "e": 7, "u": "/v1/m/bert/x", "z": "?"}])
+def test_merging_inserted_attributes_gives_what_appending_gives(actions: list[dict[str, Any]],
+                                                                start: dict[str, Any]) -> None:
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from agent.processors.attributes import attributes_tag
+
+    compiled = Actions(convert({"actions": actions}).actions)
+    compiled.prepare(ClientInfo(address="10.0.0.1", metadata={"t": ("T",)}))
+    appended, merged = Span(name="s"), Span(name="s")
+    appended.attributes.extend(key_values(start))
+    merged.attributes.extend(key_values(start))
+    compiled.apply(appended.attributes)
+    compiled.apply_merge(merged.attributes, merged.MergeFromString, attributes_tag(Span))
+    assert merged.SerializeToString() == appended.SerializeToString()
+    assert len(attrs_dict(merged.attributes)) >= 3
+
+
+async def test_inserted_attributes_land_in_the_attributes_of_every_item_type() -> None:
+    # Inserts are merged as wire bytes with each item type's own `attributes` field number:
+    # every other field must come out untouched.
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    traces = ExportTraceServiceRequest()
+    span = traces.resource_spans.add().scope_spans.add().spans.add(name="s", kind=2, start_time_unix_nano=5)
+    span.events.add(name="e", time_unix_nano=6, dropped_attributes_count=1)
+    logs = ExportLogsServiceRequest()
+    logs.resource_logs.add().scope_logs.add().log_records.add(time_unix_nano=7, severity_number=9,
+                                                              dropped_attributes_count=2)
+    metrics = ExportMetricsServiceRequest()
+    sm = metrics.resource_metrics.add().scope_metrics.add()
+    sm.metrics.add(name="g").gauge.data_points.add(time_unix_nano=8, as_double=1.5, flags=1)
+    sm.metrics.add(name="c").sum.data_points.add(time_unix_nano=8, as_int=3)
+    sm.metrics.add(name="h").histogram.data_points.add(count=3, sum=2.0, bucket_counts=[1, 2], explicit_bounds=[1.0])
+    sm.metrics.add(name="x").exponential_histogram.data_points.add(count=1, scale=3, zero_count=1)
+    sm.metrics.add(name="q").summary.data_points.add(count=2, sum=1.0)
+    for signal, request in ((Signal.TRACES, traces), (Signal.LOGS, logs), (Signal.METRICS, metrics)):
+        expected = type(request).FromString(request.SerializeToString())
+        items: list[Any] = []
+        for container in (expected.resource_spans if signal is Signal.TRACES else []):
+            for s in container.scope_spans[0].spans:
+                items += [s, *s.events]
+        for container in (expected.resource_logs if signal is Signal.LOGS else []):
+            items += list(container.scope_logs[0].log_records)
+        for container in (expected.resource_metrics if signal is Signal.METRICS else []):
+            items += [getattr(m, m.WhichOneof("data")).data_points[0] for m in container.scope_metrics[0].metrics]
+        for item in items:
+            item.attributes.extend(key_values({"a": "x", "b": 2}))
+        sink = Sink()
+        await make(sink, signal, span_events=True,
+                   actions=[{"key": "a", "value": "x", "action": "insert"},
+                            {"key": "b", "value": 2, "action": "upsert"}]).consume(Batch(signal, message=request))
+        assert sink.batches[0].message == expected

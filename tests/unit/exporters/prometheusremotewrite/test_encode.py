@@ -100,3 +100,29 @@ def test_exemplars_are_encoded_with_their_series() -> None:
     (ex,) = ts.exemplars
     assert [(lb.name, lb.value) for lb in ex.labels] == [("trace_id", "ab" * 16)]
     assert (ex.value, ex.timestamp) == (1.25, 9)
+
+
+def test_the_one_sample_fast_path_writes_what_the_general_path_writes() -> None:
+    # One encoder across batches whose shard count, timestamp varint length and size limit
+    # change, so cached series heads are made, reused and dropped.
+    encoder = Encoder()
+    for shards, base_ms, max_bytes in ((4, 1, 10**6), (4, 1_700_000_000_000, 10**6),
+                                       (3, 1_700_000_000_000, 400), (1, 5, 10**6), (4, 1, 10**6)):
+        tr = Translation.of([(FAM, (("__name__", f"m{i}"), ("i", str(i))), float(i), base_ms + i % 3)
+                             for i in range(50)])
+        got = encoder.shard(tr, shards, max_bytes)
+        assert got == encoder._shard_general(tr, [encoder.labels(lb) for lb in tr.labels], shards, max_bytes)
+        assert sum(n for bodies in got for _, n in bodies) == 50
+        assert all(len(body) <= max_bytes for bodies in got for body, _ in bodies)
+        parsed = [remote_pb2.WriteRequest.FromString(body) for bodies in got for body, _ in bodies]
+        samples = {ts.labels[1].value: (ts.samples[0].value, ts.samples[0].timestamp)
+                   for req in parsed for ts in req.timeseries}
+        assert samples == {str(i): (float(i), base_ms + i % 3) for i in range(50)}
+
+
+def test_a_batch_with_more_timestamps_than_the_timestamp_cache_holds() -> None:
+    tr = Translation.of([(FAM, (("__name__", "m"), ("i", str(i))), 1.0, 1_700_000_000_000 + i) for i in range(5000)])
+    got = Encoder().shard(tr, 2, 10**7)
+    stamps = {ts.labels[1].value: ts.samples[0].timestamp for bodies in got for body, _ in bodies
+              for ts in remote_pb2.WriteRequest.FromString(body).timeseries}
+    assert stamps == {str(i): 1_700_000_000_000 + i for i in range(5000)}
