@@ -35,7 +35,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # PyPI wheels that bring peers (brokers, servers) into the virtualenv.
-PYPI_PEERS=()
+PYPI_PEERS=(
+  "osmem-server==0.1.6"  # in-memory OpenSearch-compatible server (elasticsearch exporter tests)
+)
 if [ "${#PYPI_PEERS[@]}" -gt 0 ]; then
   "$VENV/bin/python" -m pip install --quiet "${PYPI_PEERS[@]}"
 fi
