@@ -32,22 +32,26 @@ def generate(out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = [str(p.relative_to(ROOT)) for p in proto_files()]
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["protoc", f"-I{ROOT}", f"--python_out={tmp}", f"--pyi_out={tmp}", *files]
+        # grpc_tools ships the well-known types (google/protobuf/*.proto) beside protoc.
+        well_known = Path(protoc.__file__).parent / "_proto"
+        args = ["protoc", f"-I{ROOT}", f"-I{well_known}", f"--python_out={tmp}", f"--pyi_out={tmp}", *files]
         if protoc.main(args) != 0:
             raise RuntimeError(f"protoc failed on {files}")
         written = []
         for path in sorted(p for p in Path(tmp).rglob("*_pb2.py*")):
             rel = path.relative_to(tmp)
             text = path.read_text()
-            # `from prometheus import types_pb2 as ...` → `from agent._proto.prometheus import ...`
-            text = re.sub(r"^from (\w+(?:\.\w+)*) import (\w+_pb2)", rf"from {PACKAGE}.\1 import \2",
-                          text, flags=re.MULTILINE)
+            # `from prometheus import types_pb2 as ...` → `from agent._proto.prometheus import ...`;
+            # the well-known types (`google.protobuf`) come from the protobuf wheel as they are.
+            text = re.sub(r"^from (?!google\.protobuf )(\w+(?:\.\w+)*) import (\w+_pb2)",
+                          rf"from {PACKAGE}.\1 import \2", text, flags=re.MULTILINE)
             target = out / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
-            init = target.parent / "__init__.py"
-            if not init.exists():
-                init.write_text("")
+            for package in target.relative_to(out).parents:  # jaeger/ and jaeger/api_v2/
+                init = out / package / "__init__.py"
+                if package != Path(".") and not init.exists():
+                    init.write_text("")
             written.append(target)
     return written
 
