@@ -14,7 +14,16 @@ from agent.component import Factory, Kind
 def _factories() -> list[Factory]:
     # Imported here so that importing the registry does not import every component.
     from agent.connectors import spanmetrics
-    from agent.exporters import debug, file, otlp_grpc, otlp_http, prometheus, prometheusremotewrite
+    from agent.exporters import (
+        debug,
+        elasticsearch,
+        file,
+        jaeger,
+        otlp_grpc,
+        otlp_http,
+        prometheus,
+        prometheusremotewrite,
+    )
     from agent.exporters import kafka as kafka_exporter
     from agent.processors import (
         attributes,
@@ -26,6 +35,7 @@ def _factories() -> list[Factory]:
         redaction,
         resource,
         resourcedetection,
+        tail_sampling,
     )
     from agent.receivers import kafka as kafka_receiver
     from agent.receivers import otlp, syslog
@@ -45,6 +55,7 @@ def _factories() -> list[Factory]:
         resourcedetection.FACTORY,
         k8sattributes.FACTORY,
         probabilistic_sampler.FACTORY,
+        tail_sampling.FACTORY,
         # exporters
         otlp_grpc.FACTORY,
         otlp_http.FACTORY,
@@ -53,6 +64,8 @@ def _factories() -> list[Factory]:
         kafka_exporter.FACTORY,
         prometheusremotewrite.FACTORY,
         prometheus.FACTORY,
+        jaeger.FACTORY,
+        elasticsearch.FACTORY,
         # connectors
         spanmetrics.FACTORY,
     ]

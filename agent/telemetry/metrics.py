@@ -18,6 +18,8 @@ import agent
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 #: Buckets for batch sizes, in items.
 SIZE_BUCKETS = (10, 25, 50, 100, 250, 500, 1000, 2000, 4000, 8192, 16384, 50000, 100000)
+#: Buckets for the age of a trace at its tail-sampling decision, in seconds.
+DECISION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 120)
 
 # `_created` series double every counter's output and nobody alerts on them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -126,6 +128,36 @@ class AgentMetrics:
             "flowglass_processor_k8sattributes_associations",
             "Resources the k8sattributes processor looked up, by outcome (found, not_found).",
             ["component", "pipeline", "signal", "outcome"], registry=r)
+        # tail_sampling: decisions per policy and final, evictions, lateness, what is buffered.
+        self.tail_sampling_policy_traces = Counter(
+            "flowglass_processor_tail_sampling_policy_traces",
+            "Traces a tail-sampling policy voted on, by policy and vote (sampled true/false).",
+            ["component", "pipeline", "policy", "sampled"], registry=r)
+        self.tail_sampling_traces = Counter(
+            "flowglass_processor_tail_sampling_traces",
+            "Traces tail sampling decided, by final decision (sampled, not_sampled).",
+            ["component", "pipeline", "decision"], registry=r)
+        self.tail_sampling_evicted_traces = Counter(
+            "flowglass_processor_tail_sampling_evicted_traces",
+            "Traces evicted from the tail-sampling buffer before their decision, by reason (num_traces, max_buffered_bytes).",
+            ["component", "pipeline", "reason"], registry=r)
+        self.tail_sampling_decision_latency = Histogram(
+            "flowglass_processor_tail_sampling_decision_latency_seconds",
+            "Time from a trace's first span to its tail-sampling decision.",
+            ["component", "pipeline"], buckets=DECISION_BUCKETS, registry=r)
+        self.tail_sampling_late_spans = Counter(
+            "flowglass_processor_tail_sampling_late_spans",
+            "Spans that arrived after their trace was decided and followed that decision, by decision and where it was remembered (buffer, cache).",
+            ["component", "pipeline", "decision", "source"], registry=r)
+        self.tail_sampling_buffered_traces = Gauge(
+            "flowglass_processor_tail_sampling_buffered_traces",
+            "Traces waiting for their tail-sampling decision.", ["component", "pipeline"], registry=r)
+        self.tail_sampling_buffered_spans = Gauge(
+            "flowglass_processor_tail_sampling_buffered_spans",
+            "Spans waiting for their trace's tail-sampling decision.", ["component", "pipeline"], registry=r)
+        self.tail_sampling_buffered_bytes = Gauge(
+            "flowglass_processor_tail_sampling_buffered_bytes",
+            "Encoded bytes of the spans waiting for a tail-sampling decision.", ["component", "pipeline"], registry=r)
 
         # Connectors.
         self.connector_incoming = Counter(
@@ -197,6 +229,21 @@ class AgentMetrics:
             "flowglass_exporter_prometheus_streams",
             "Series a Prometheus exporter keeps state for (delta totals, or served series).",
             ["component"], registry=r)
+
+        # elasticsearch exporter: bulk item outcomes (reasons are Elasticsearch error types,
+        # at most 32 distinct per exporter, the rest counted as `other`).
+        self.elasticsearch_documents = Counter(
+            "flowglass_exporter_elasticsearch_documents",
+            "Bulk items by outcome: created, duplicate (409 on an id already stored), retried, rejected.",
+            ["component", "signal", "outcome"], registry=r)
+        self.elasticsearch_rejected = Counter(
+            "flowglass_exporter_elasticsearch_rejected_documents",
+            "Documents refused for good (mapping errors, retries exhausted, ...), by reason.",
+            ["component", "signal", "reason"], registry=r)
+        self.elasticsearch_dead_letter = Counter(
+            "flowglass_exporter_elasticsearch_dead_letter_documents",
+            "Refused documents by dead-letter outcome: written, failed, lost (no dead_letter configured).",
+            ["component", "outcome"], registry=r)
 
         # Service.
         self.component_up = Gauge(

@@ -50,9 +50,11 @@ def _minimal_options(f: object) -> dict[str, object]:
         return {"check_interval": "1s", "limit_mib": 4000}
     if t == "file":
         return {"path": "__TMP__/out.jsonl"}
-    if t in ("otlp_grpc",):
+    if t in ("otlp_grpc", "jaeger"):
         return {"endpoint": "127.0.0.1:1", "tls": {"insecure": True}}
     if t == "otlp_http":
+        return {"endpoint": "http://127.0.0.1:1"}
+    if t == "elasticsearch":
         return {"endpoint": "http://127.0.0.1:1"}
     if t == "prometheusremotewrite":
         return {"endpoint": "http://127.0.0.1:1/api/v1/write"}
@@ -64,6 +66,9 @@ def _minimal_options(f: object) -> dict[str, object]:
         return {"attributes": [{"key": "flowglass.test", "value": 1, "action": "upsert"}]}
     if t == "probabilistic_sampler":
         return {"sampling_percentage": 100}  # keeps every item, so the lifecycle test sees them all
+    if t == "tail_sampling":
+        # Keeps every trace; shutdown decides the waiting ones, so the lifecycle test sees them all.
+        return {"policies": [{"name": "all", "type": "always_sample"}]}
     if t == "syslog":
         return {"protocol": "rfc5424", "tcp": {"listen_address": "127.0.0.1:0"},
                 "udp": {"listen_address": "127.0.0.1:0"}}
