@@ -20,6 +20,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 SIZE_BUCKETS = (10, 25, 50, 100, 250, 500, 1000, 2000, 4000, 8192, 16384, 50000, 100000)
 #: Buckets for the age of a trace at its tail-sampling decision, in seconds.
 DECISION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 120)
+EVALUATION_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1)
 
 # `_created` series double every counter's output and nobody alerts on them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -145,6 +146,14 @@ class AgentMetrics:
             "flowglass_processor_tail_sampling_decision_latency_seconds",
             "Time from a trace's first span to its tail-sampling decision.",
             ["component", "pipeline"], buckets=DECISION_BUCKETS, registry=r)
+        self.tail_sampling_evaluation = Histogram(
+            "flowglass_processor_tail_sampling_evaluation_seconds",
+            "Time one decision pass spent evaluating the policies (it does not yield to the event loop meanwhile).",
+            ["component", "pipeline"], buckets=EVALUATION_BUCKETS, registry=r)
+        self.tail_sampling_evaluated_traces = Counter(
+            "flowglass_processor_tail_sampling_evaluated_traces",
+            "Traces the decision passes evaluated (divide evaluation_seconds_sum by it for the time per trace).",
+            ["component", "pipeline"], registry=r)
         self.tail_sampling_late_spans = Counter(
             "flowglass_processor_tail_sampling_late_spans",
             "Spans that arrived after their trace was decided and followed that decision, by decision and where it was remembered (buffer, cache).",

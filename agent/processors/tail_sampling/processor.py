@@ -120,6 +120,8 @@ class TailSamplingProcessor:
         self._evicted_count = m.tail_sampling_evicted_traces.labels(*labels, "num_traces")
         self._evicted_bytes = m.tail_sampling_evicted_traces.labels(*labels, "max_buffered_bytes")
         self._latency = m.tail_sampling_decision_latency.labels(*labels)
+        self._evaluation = m.tail_sampling_evaluation.labels(*labels)
+        self._evaluated = m.tail_sampling_evaluated_traces.labels(*labels)
         self._late = {
             (sampled, source): m.tail_sampling_late_spans.labels(
                 *labels, "sampled" if sampled else "not_sampled", source)
@@ -307,6 +309,8 @@ class TailSamplingProcessor:
 
     def _decide_all(self, traces: list[_Trace], now: float) -> list[tuple[bytes, int]]:
         """Decides `traces` in order; returns the kept spans as encoded requests with counts."""
+        started = time.perf_counter()
+        evaluated = 0
         kept: buf.Groups = {}
         outputs: list[tuple[bytes, int]] = []
         pending = n_kept = n_dropped = spans_dropped = 0
@@ -318,6 +322,7 @@ class TailSamplingProcessor:
                 continue  # decided twice in one pass (root and wait deadlines both due)
             groups = t.groups
             sampled, names = self._decide(t, now, votes)
+            evaluated += 1
             self._latency.observe(max(0.0, now - t.first))
             if sampled:
                 n_kept += 1
@@ -354,6 +359,9 @@ class TailSamplingProcessor:
         self._not_kept.inc(n_dropped)
         self._drop_not_sampled.inc(spans_dropped)
         self._update_gauges()
+        if evaluated:
+            self._evaluation.observe(time.perf_counter() - started)
+            self._evaluated.inc(evaluated)
         return outputs
 
     def _decide(self, t: _Trace, now: float, votes: list[int]) -> tuple[bool, list[tuple[str, str]]]:

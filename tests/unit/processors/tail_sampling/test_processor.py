@@ -155,6 +155,10 @@ async def test_policy_mix_keeps_exactly_what_a_plain_reference_selection_keeps()
     assert metric(settings, "flowglass_processor_tail_sampling_policy_traces_total", policy="errors", sampled="true") == sum(
         1 for v in truth.values() if v["error"])
     assert metric(settings, "flowglass_processor_tail_sampling_decision_latency_seconds_count") == n
+    assert metric(settings, "flowglass_processor_tail_sampling_evaluated_traces_total") == n
+    passes = metric(settings, "flowglass_processor_tail_sampling_evaluation_seconds_count")
+    assert 1 <= passes <= n
+    assert metric(settings, "flowglass_processor_tail_sampling_evaluation_seconds_sum") > 0
 
 
 # -- buffering and decisions -----------------------------------------------------------------
