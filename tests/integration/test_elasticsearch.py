@@ -3,7 +3,8 @@ server), directly and through a fault-injecting proxy written here.
 
 The proxy sits between the exporter and osmem-server and, as scripted by each test, answers
 429 to whole requests, answers chosen bulk items 429/503 itself without forwarding them,
-drops connections before forwarding (or after, losing the answer), and counts how often
+drops connections before forwarding (or after, losing the answer), answers 413 to bodies
+larger than a limit (as `http.max_content_length` or a proxy in front would), and counts how often
 each document id reached osmem-server. Tests check that every document is stored exactly
 once, that a mapping conflict lands in the dead-letter file with its reason, and that no
 stored document is sent again.
@@ -118,6 +119,10 @@ class FaultProxy:
         self.drop_before = 0              # next N requests: connection closed, nothing forwarded
         self.drop_after = 0               # next N requests: forwarded, then connection closed
         self.item_faults: dict[str, list[int]] = {}  # doc id → statuses to answer, in order
+        self.max_body = 0                 # > 0: 413 to a request whose body is larger
+        self.stall = 0                    # next N requests: no answer until `release` is set
+        self.release = asyncio.Event()
+        self.too_large = 0                # requests answered 413
         self.forwarded: Counter[str] = Counter()     # doc id → times it reached osmem-server
         self.requests = 0
         self._server: asyncio.Server | None = None
@@ -166,9 +171,17 @@ class FaultProxy:
         if self.drop_before:
             self.drop_before -= 1
             return None
+        if self.stall:
+            self.stall -= 1
+            await self.release.wait()
+            return None
         if self.reject_requests:
             self.reject_requests -= 1
             return 429, b'{"error":{"type":"es_rejected_execution_exception","reason":"busy"}}', ["Retry-After: 0"]
+        if self.max_body and len(body) > self.max_body:
+            self.too_large += 1
+            return 413, (b'{"error":{"type":"content_too_long_exception","reason":"request body is '
+                         b'larger than ' + str(self.max_body).encode() + b' bytes"}}'), []
         if headers.get("content-encoding") == "gzip":
             body = gzip.decompress(body)
         lines = body.splitlines()
@@ -348,6 +361,57 @@ async def test_every_document_is_stored_exactly_once_through_faults(osmem: str, 
     assert metric(settings, "flowglass_exporter_elasticsearch_documents_total", signal="logs", outcome="created") == 30
     assert metric(settings, "flowglass_exporter_elasticsearch_documents_total", signal="logs", outcome="retried") > 0
     assert metric(settings, "flowglass_exporter_sent_items_total", signal="logs") == 30
+
+
+async def test_a_413_answer_is_split_until_only_the_oversize_document_is_refused(osmem: str, tmp_path: Path) -> None:
+    index = _unique("logs-too-large")
+    dead = tmp_path / "dead.jsonl"
+    async with FaultProxy(osmem) as proxy:
+        exporter, settings = _exporter(proxy.url, logs_index=index, logs_dynamic_id={"enabled": True},
+                                       dead_letter={"path": str(dead)}, compression="none")
+        proxy.max_body = 4000  # a few documents of about 600 bytes fit; the big one does not
+        proxy.item_faults = {"doc-2": [429]}  # and one item is retried on the way
+        batch = _logs_with_ids(24)
+        batch.mutable().resource_logs[0].scope_logs[0].log_records[13].body.string_value = "big " * 2000
+        await exporter.start()
+        await exporter.consume(batch)
+        await exporter.shutdown()
+
+    stored = sorted(_ids(osmem, index))
+    assert stored == sorted(f"doc-{i}" for i in range(24) if i != 13)
+    # Every document that reached the server reached it once: nothing created was resent.
+    assert set(proxy.forwarded) == set(stored) and max(proxy.forwarded.values()) == 1
+    assert proxy.too_large >= 5  # the whole request, then halves down to doc-13 alone
+    [line] = dead.read_text().splitlines()
+    entry = json.loads(line)
+    assert entry["id"] == "doc-13" and entry["status"] == 413
+    assert entry["error"]["type"] == "http_413" and "larger than 4000 bytes" in entry["error"]["reason"]
+    assert entry["document"]["body"]["text"].startswith("big big")
+    assert metric(settings, "flowglass_exporter_elasticsearch_documents_total", signal="logs", outcome="created") == 23
+    assert metric(settings, "flowglass_exporter_elasticsearch_documents_total", signal="logs", outcome="retried") == 1
+    assert metric(settings, "flowglass_exporter_elasticsearch_rejected_documents_total",
+                  signal="logs", reason="http_413") == 1
+    assert metric(settings, "flowglass_exporter_sent_items_total", signal="logs") == 23
+    assert metric(settings, "flowglass_exporter_send_failed_items_total", signal="logs", reason="partial") == 1
+
+
+async def test_without_retries_a_request_that_times_out_is_dead_lettered(osmem: str, tmp_path: Path) -> None:
+    dead = tmp_path / "dead.jsonl"
+    async with FaultProxy(osmem) as proxy:
+        proxy.stall = 1
+        exporter, settings = _exporter(proxy.url, logs_index=_unique("logs-timeout"), timeout="200ms",
+                                       logs_dynamic_id={"enabled": True}, retry={"enabled": False},
+                                       dead_letter={"path": str(dead)})
+        await exporter.start()
+        await exporter.consume(_logs_with_ids(3))
+        await exporter.shutdown()
+        proxy.release.set()
+    entries = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert sorted(e["id"] for e in entries) == ["doc-0", "doc-1", "doc-2"]
+    assert all(e["error"]["type"] == "timeout" and e["status"] == 0 for e in entries)
+    assert metric(settings, "flowglass_exporter_elasticsearch_rejected_documents_total",
+                  signal="logs", reason="timeout") == 3
+    assert metric(settings, "flowglass_exporter_send_failed_items_total", signal="logs", reason="permanent") == 3
 
 
 async def test_a_lost_answer_is_resent_and_stored_once_with_hash_ids(osmem: str) -> None:

@@ -13,7 +13,7 @@ exporters:
     logs_dynamic_index: {enabled: true}        # logs-<dataset>-<namespace>
     mapping: {mode: otel}
     document_id: hash                          # Flowglass's own: idempotent retries
-    dead_letter: {path: /var/lib/flowglass/es-dead-letter.jsonl}
+    dead_letter: {path: /var/lib/flowglass/es-dead-letter.jsonl, max_megabytes: 100, max_backups: 10}
     flush: {bytes: 5MB, interval: 1s}
 ```
 
@@ -32,7 +32,15 @@ Guarantees, per bulk item (the response is read item by item):
   (`flowglass_exporter_elasticsearch_rejected_documents`) and reported to the sending
   helper as a partial failure;
 - a whole request answered 429 or 5xx, a dropped connection or a timeout goes through the
-  shared retry (backoff, `Retry-After`), again at most `retry.max_retries` times.
+  shared retry (backoff, `Retry-After`), again at most `retry.max_retries` times; with
+  retries disabled a request without an answer within `timeout` is dead-lettered as
+  `timeout`;
+- a request of several documents answered 413 (too large) is sent again at once in halves,
+  down to single documents: only a document too large by itself is dead-lettered
+  (`http_413`), and nothing stored is sent twice.
+
+The dead-letter file rotates like the `file` exporter's output (`dead_letter.max_megabytes`,
+`max_backups`, `max_days`), so it is bounded on disk.
 
 Bulk requests are filled up to `flush.bytes` of NDJSON and sent at least every
 `flush.interval`; `consume` returns once its documents are in the buffer, and waits (the
@@ -122,10 +130,18 @@ class DeadLetterConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults
     `path`: a file that gets one JSON line per document (`document`, `index`, `id`,
     `status`, `error.type`, `error.reason`); `index`: an index that gets the same as a
     document (the refused document as a JSON string, so it cannot conflict again).
+
+    The file is rotated as the `file` exporter's `rotation` does it: once it would grow past
+    `max_megabytes` it is renamed to `<name>-<UTC timestamp>.<ext>` and a new one is
+    started; backups beyond `max_backups` or older than `max_days` are removed (0: no limit).
+    The defaults bound the dead letter to about 1.1 GB on disk.
     """
 
     path: str = ""
     index: str = ""
+    max_megabytes: Annotated[int, msgspec.Meta(ge=1)] = 100
+    max_backups: Annotated[int, msgspec.Meta(ge=0)] = 10
+    max_days: Annotated[int, msgspec.Meta(ge=0)] = 0
 
     def __post_init__(self) -> None:
         if bool(self.path) == bool(self.index):

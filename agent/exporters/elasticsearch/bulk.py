@@ -80,6 +80,20 @@ def split(docs: list[Doc], max_bytes: int) -> list[list[Doc]]:
     return runs
 
 
+def halves(docs: list[Doc]) -> tuple[list[Doc], list[Doc]]:
+    """`docs` (two or more) cut where half of their bytes are on each side, one document at least each."""
+    assert len(docs) >= 2
+    target = sum(d.nbytes for d in docs) / 2
+    size = 0
+    cut = 1
+    for i, doc in enumerate(docs[:-1]):
+        size += doc.nbytes
+        cut = i + 1
+        if size >= target:
+            break
+    return docs[:cut], docs[cut:]
+
+
 # -- the response -------------------------------------------------------------------------
 
 

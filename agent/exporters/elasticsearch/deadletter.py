@@ -1,6 +1,8 @@
 """The dead letter: where documents Elasticsearch refused for good are kept, with the reason.
 
-`path` appends one JSON line per document to a file; `index` sends the same entries as
+`path` appends one JSON line per document to a file, rotated by size with the `file`
+exporter's `RotatingFile` (`max_megabytes`, `max_backups`, `max_days`, so the dead letter
+is bounded on disk); `index` sends the same entries as
 documents to an index of the same cluster (the refused document as a JSON string, so the
 mapping conflict that refused it cannot refuse the entry). Writing never raises: a dead
 letter that cannot be written is counted (`outcome="failed"`) and logged at ERROR, and
@@ -21,6 +23,7 @@ from agent.component import Settings
 from agent.exporters.elasticsearch import DeadLetterConfig
 from agent.exporters.elasticsearch.documents import Timestamps
 from agent.exporters.elasticsearch.encode import Doc
+from agent.exporters.file import PartialWrite, RotatingFile, RotationConfig
 
 
 @dataclass
@@ -46,6 +49,11 @@ class DeadLetter:
         self._json = msgspec.json.Encoder()
         self._ts = Timestamps()
         self._lock = asyncio.Lock()
+        self._file: RotatingFile | None = None
+        if config is not None and config.path:
+            rotation = RotationConfig(max_megabytes=config.max_megabytes, max_backups=config.max_backups,
+                                      max_days=config.max_days)
+            self._file = RotatingFile(config.path, rotation, append=True)
         m = settings.metrics.elasticsearch_dead_letter
         self._written = m.labels(self._label, "written")
         self._failed = m.labels(self._label, "failed")
@@ -66,21 +74,28 @@ class DeadLetter:
                 extra={"component": self._label, "documents": len(entries),
                        "error": f"{entries[0].error_type}: {entries[0].reason}"})
             return
+        written = 0  # before a failure
         try:
-            if config.path:
-                lines = b"".join(self._json.encode(self._entry(e, raw=True)) + b"\n" for e in entries)
+            if self._file is not None:
+                # One record a line, so that the file rotates between lines, never inside one.
+                lines = [self._json.encode(self._entry(e, raw=True)) + b"\n" for e in entries]
                 async with self._lock:  # whole lines, never interleaved
-                    await asyncio.to_thread(_append, config.path, lines)
+                    try:
+                        await asyncio.to_thread(_append, self._file, lines)
+                    except PartialWrite as exc:
+                        written = exc.done
+                        raise exc.cause from None
             else:
                 action = self._json.encode({"create": {"_index": config.index}}) + b"\n"
                 docs = [Doc(config.index, None, action, self._json.encode(self._entry(e, raw=False)))
                         for e in entries]
                 await self._post(docs)
         except Exception as exc:
-            self._failed.inc(len(entries))
+            self._written.inc(written)
+            self._failed.inc(len(entries) - written)
             self._log.error(
                 "Documents Elasticsearch refused could not be written to the dead letter; they are lost.",
-                extra={"component": self._label, "documents": len(entries),
+                extra={"component": self._label, "documents": len(entries) - written,
                        "dead_letter": config.path or config.index, "error": str(exc) or type(exc).__name__})
             return
         self._written.inc(len(entries))
@@ -103,6 +118,11 @@ class DeadLetter:
         return out
 
 
-def _append(path: str, data: bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data)
+def _append(file: RotatingFile, lines: list[bytes]) -> None:
+    """Append `lines` (rotating as needed); the file is opened for each write, so that it can
+    be moved or removed between writes. Blocking: runs in a worker thread."""
+    file.open()
+    try:
+        file.write(lines)
+    finally:
+        file.close()

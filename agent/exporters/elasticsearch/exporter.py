@@ -1,11 +1,14 @@
 """`ElasticsearchExporter`: the flush buffer, the `_bulk` exchange item by item, the dead letter.
 
-The shared `QueuedExporter` / `Sender` own the queue, the consumer tasks (`num_workers`),
-the backoff and the attempt timeout. This module adds what is particular to `_bulk`: a
-request whose items succeed and fail one by one. `_send` posts the pending documents of a
-`BulkRequest`, drops those that were stored, dead-letters those refused for good, and raises
-`RetryableError` while some are left to retry, so the sender backs off and calls again with
-only those. Attempts are counted on the request and bounded by `retry.max_retries`.
+The shared `QueuedExporter` / `Sender` own the queue, the consumer tasks (`num_workers`)
+and the backoff. This module adds what is particular to `_bulk`: a request whose items
+succeed and fail one by one. `_send` posts the pending documents of a `BulkRequest`, drops
+those that were stored, dead-letters those refused for good, and raises `RetryableError`
+while some are left to retry, so the sender backs off and calls again with only those.
+Attempts are counted on the request and bounded by `retry.max_retries`. A request answered
+413 (too large) is sent again at once in halves, down to single documents. `timeout`
+bounds each request here rather than in the sender, so that a request with no answer is
+settled like any other failure (retried, or dead-lettered as `timeout` without retries).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import base64
 import contextlib
 import ssl
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -31,6 +35,7 @@ from agent.exporters.elasticsearch.bulk import (
     BulkRequest,
     BulkResponseError,
     ItemOutcome,
+    halves,
     ndjson,
     outcomes,
     split,
@@ -66,6 +71,31 @@ class _Buffer:
         return docs
 
 
+class _TimedOut(RetryableError):
+    """A request got no answer within `timeout`."""
+
+
+@dataclass
+class _Attempt:
+    """What one attempt (a request, or the halves it was split into) left to send again."""
+
+    retry: list[Doc] = field(default_factory=list)
+    #: The last failure to retry: the HTTP status (0 without an answer), why, the server's hint.
+    status: int = 0
+    reason: str = ""
+    retry_after: float | None = None
+    timed_out: bool = False
+    #: A request got no answer: the halves still to send wait for the next attempt.
+    broken: bool = False
+
+    def keep(self, docs: list[Doc], status: int | None = None, reason: str = "",
+             retry_after: float | None = None, *, timed_out: bool = False) -> None:
+        """Keep `docs` for the next attempt (with the failure, unless `status` is None)."""
+        self.retry.extend(docs)
+        if status is not None:
+            self.status, self.reason, self.retry_after, self.timed_out = status, reason, retry_after, timed_out
+
+
 class ElasticsearchExporter(QueuedExporter):
     encode_on_submit = False
 
@@ -82,13 +112,19 @@ class ElasticsearchExporter(QueuedExporter):
             retry_on_failure=RetryConfig(enabled=retry.enabled, initial_interval=retry.initial_interval,
                                          max_interval=retry.max_interval, multiplier=2.0,
                                          randomization_factor=0.2, max_elapsed_time=Duration(0)),
-            timeout=config.timeout,
+            # Each request gets `timeout` in `_request`: an attempt whose request is split
+            # after a 413 answer makes several, and a request that times out must still be
+            # settled (dead-lettered) by `_send` when it was the last attempt.
+            timeout=Duration(0),
             clock=clock,
         )
         self._config = config
         self._log = settings.logger
         self._label = settings.label
         self._max_attempts = 1 + retry.max_retries if retry.enabled else 1
+        self._retries_enabled = retry.enabled
+        self._timeout = float(config.timeout)
+        self._split_logged = False
         self._retry_items = frozenset(retry.retry_on_status)
         lf = config.logstash_format
         self._encoder = DocumentEncoder(
@@ -251,33 +287,66 @@ class ElasticsearchExporter(QueuedExporter):
         assert isinstance(batch, BulkRequest)
         req = batch
         if req.attempts >= self._max_attempts:
-            # The previous attempt was cut by the timeout and it was the last one.
-            await self._give_up(req, 0, "no answer within the timeout")
+            # Only reached when an attempt ended with an unexpected error and was the last.
+            await self._give_up(req, 0, "retries_exhausted", "the last attempt ended without an answer")
             self._raise_rejected(req)
             return
         req.attempts += 1
-        try:
-            status, retry_after, payload = await self._post(req.pending)
-        except RetryableError as exc:
-            await self._retry_or_give_up(req, 0, str(exc), exc.retry_after)
-        else:
-            await self._settle(req, status, retry_after, payload)
+        attempt = _Attempt()
+        await self._exchange(req, req.pending, attempt)
+        req.pending = attempt.retry
+        if attempt.retry:
+            await self._retry_or_give_up(req, attempt)
         self._raise_rejected(req)
 
-    async def _settle(self, req: BulkRequest, status: int, retry_after: str | None, payload: bytes) -> None:
+    async def _exchange(self, req: BulkRequest, docs: list[Doc], attempt: _Attempt) -> None:
+        """Post `docs` and settle every one of them: stored, dead-lettered, or kept in
+        `attempt.retry`. A 413 answer to several documents posts each half of them instead."""
+        if attempt.broken:
+            attempt.keep(docs)  # the connection just failed: the rest waits for the next attempt
+            return
+        try:
+            status, retry_after, payload = await self._request(docs)
+        except RetryableError as exc:
+            attempt.keep(docs, 0, str(exc), exc.retry_after, timed_out=isinstance(exc, _TimedOut))
+            attempt.broken = True
+            return
         if 200 <= status < 300:
-            await self._settle_items(req, payload)
+            await self._settle_items(req, docs, payload, attempt)
+        elif status == 413 and len(docs) > 1:
+            # Too large for the cluster (`http.max_content_length`) or a proxy in front of it:
+            # send the halves, down to one document, so that only one that is too large by
+            # itself is refused. Nothing stored is sent again: the halves hold only `docs`.
+            if not self._split_logged:
+                self._split_logged = True
+                self._log.warning(
+                    "Elasticsearch answered 413 (request too large) to a bulk request; it is sent in "
+                    "halves. Lower flush.bytes to avoid the extra requests.",
+                    extra={"component": self._label, "documents": len(docs), "error": _reason(payload)})
+            first, second = halves(docs)
+            await self._exchange(req, first, attempt)
+            await self._exchange(req, second, attempt)
         elif status == 429 or status >= 500 or status in self._retry_items:
-            await self._retry_or_give_up(req, status, f"the server answered HTTP {status}: {_reason(payload)}",
-                                         parse_retry_after(retry_after))
+            attempt.keep(docs, status, f"the server answered HTTP {status}: {_reason(payload)}",
+                         parse_retry_after(retry_after))
         else:
-            # The whole request was refused (401, 403, 404, 413, ...): nothing will change.
+            # The whole request was refused (401, 403, 404, 413 for one document, ...):
+            # sending it again will not change the answer.
             entries = [DeadLetterEntry(d.index, d.id, status, f"http_{status}", _reason(payload), doc=d.body)
-                       for d in req.pending]
+                       for d in docs]
             self._count_rejected(req.signal, [(f"http_{status}", len(entries))])
             req.rejected += len(entries)
-            req.pending = []
             await self._dead_letter.write(entries)
+
+    async def _request(self, docs: list[Doc]) -> tuple[int, str | None, bytes]:
+        """`_post`, bounded by `timeout` (each request of an attempt that was split has its own)."""
+        if self._timeout <= 0:
+            return await self._post(docs)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._post(docs)
+        except TimeoutError:
+            raise _TimedOut(f"no answer within the timeout of {self._timeout:g}s") from None
 
     async def _post(self, docs: list[Doc]) -> tuple[int, str | None, bytes]:
         if self._session is None:
@@ -297,19 +366,17 @@ class ElasticsearchExporter(QueuedExporter):
         except aiohttp.ClientError as exc:
             raise RetryableError(f"cannot send to {url}: {exc or type(exc).__name__}") from exc
 
-    async def _settle_items(self, req: BulkRequest, payload: bytes) -> None:
-        """Read every item's outcome; keep only the items to retry in `req.pending`."""
-        docs = req.pending
+    async def _settle_items(self, req: BulkRequest, docs: list[Doc], payload: bytes, attempt: _Attempt) -> None:
+        """Read every item's outcome; keep only the items to retry in `attempt.retry`."""
         try:
             results = outcomes(payload, len(docs))
         except BulkResponseError as exc:
             # Nothing tells which items were stored: resend them all (hash ids make it safe).
-            await self._retry_or_give_up(req, 0, str(exc), None)
+            attempt.keep(docs, 0, str(exc))
             return
         signal = req.signal
         if results is None:
             self._documents[(signal, "created")].inc(len(docs))
-            req.pending = []
             return
         created = duplicates = 0
         retry: list[Doc] = []
@@ -329,29 +396,30 @@ class ElasticsearchExporter(QueuedExporter):
                                             result.reason, doc=doc.body))
         self._documents[(signal, "created")].inc(created)
         self._documents[(signal, "duplicate")].inc(duplicates)
-        req.pending = retry
         if dead:
             self._count_rejected(signal, [(e.error_type, 1) for e in dead])
             req.rejected += len(dead)
             await self._dead_letter.write(dead)
         if retry:
             assert last_retry is not None
-            await self._retry_or_give_up(
-                req, last_retry.status,
-                f"{len(retry)} of {len(docs)} documents were answered {last_retry.status}: "
-                f"{last_retry.error_type} {last_retry.reason}".strip(), None)
+            attempt.keep(retry, last_retry.status,
+                         f"{len(retry)} of {len(docs)} documents were answered {last_retry.status}: "
+                         f"{last_retry.error_type} {last_retry.reason}".strip())
 
-    async def _retry_or_give_up(self, req: BulkRequest, status: int, reason: str, retry_after: float | None) -> None:
+    async def _retry_or_give_up(self, req: BulkRequest, attempt: _Attempt) -> None:
         if req.attempts < self._max_attempts:
             self._documents[(req.signal, "retried")].inc(len(req.pending))
-            raise RetryableError(reason, retry_after=retry_after)
-        await self._give_up(req, status, reason)
+            raise RetryableError(attempt.reason, retry_after=attempt.retry_after)
+        # Without retries a timed-out request is dead-lettered as `timeout`: the sender does
+        # not call again, and there was no answer that could say more.
+        error_type = "timeout" if attempt.timed_out and not self._retries_enabled else "retries_exhausted"
+        await self._give_up(req, attempt.status, error_type, attempt.reason)
 
-    async def _give_up(self, req: BulkRequest, status: int, reason: str) -> None:
-        entries = [DeadLetterEntry(d.index, d.id, status, "retries_exhausted", reason, doc=d.body)
+    async def _give_up(self, req: BulkRequest, status: int, error_type: str, reason: str) -> None:
+        entries = [DeadLetterEntry(d.index, d.id, status, error_type, reason, doc=d.body)
                    for d in req.pending]
         if entries:
-            self._count_rejected(req.signal, [("retries_exhausted", len(entries))])
+            self._count_rejected(req.signal, [(error_type, len(entries))])
             req.rejected += len(entries)
             req.pending = []
             await self._dead_letter.write(entries)
@@ -380,7 +448,7 @@ class ElasticsearchExporter(QueuedExporter):
     # -- dead letter to an index --------------------------------------------------------
 
     async def _post_dead_letters(self, docs: list[Doc]) -> None:
-        status, _, payload = await self._post(docs)
+        status, _, payload = await self._request(docs)
         if not 200 <= status < 300:
             raise RetryableError(f"the server answered HTTP {status}: {_reason(payload)}")
         results = outcomes(payload, len(docs))

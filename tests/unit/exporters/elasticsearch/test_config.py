@@ -33,6 +33,8 @@ def test_defaults_are_the_collectors() -> None:
     assert not c.logs_dynamic_id.enabled
     assert c.logstash_format.prefix_separator == "-" and c.logstash_format.date_format == "%Y.%m.%d"
     assert c.dead_letter is None and c.document_id == ""
+    dead = convert(dead_letter={"path": "/tmp/dead.jsonl"}).dead_letter
+    assert dead is not None and (dead.max_megabytes, dead.max_backups, dead.max_days) == (100, 10, 0)
     assert c.workers() == c.sending_queue.num_consumers
     assert convert(num_workers=3).workers() == 3
 
@@ -66,6 +68,8 @@ def test_endpoints_and_the_environment_variable(monkeypatch: pytest.MonkeyPatch)
     ({"retry": {"max_retries": -1}}, "Expected"),
     ({"dead_letter": {}}, "exactly one"),
     ({"dead_letter": {"path": "/tmp/x", "index": "dlq"}}, "exactly one"),
+    ({"dead_letter": {"path": "/tmp/x", "max_megabytes": 0}}, "Expected `int` >= 1"),
+    ({"dead_letter": {"path": "/tmp/x", "max_backups": -1}}, "Expected `int` >= 0"),
     ({"document_id": "uuid"}, "Invalid enum value"),
 ])
 def test_validation_errors(options: dict[str, Any], message: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from agent.exporters.elasticsearch import routing
-from agent.exporters.elasticsearch.bulk import BulkRequest, BulkResponseError, ndjson, outcomes, split
+from agent.exporters.elasticsearch.bulk import BulkRequest, BulkResponseError, halves, ndjson, outcomes, split
 from agent.exporters.elasticsearch.documents import Timestamps
 from agent.exporters.elasticsearch.encode import Doc, DocumentEncoder
 from agent.model import Batch, Signal, new_request
@@ -221,6 +221,19 @@ def test_ndjson_and_split() -> None:
     assert [len(p) for p in parts] == [2, 2, 1]
     assert [len(p) for p in split([_doc(0, 1000), _doc(1)], 10)] == [1, 1]  # an oversized doc goes alone
     assert split([], 10) == []
+
+
+def test_halves_cut_at_half_the_bytes() -> None:
+    def ids(parts: tuple[list[Doc], list[Doc]]) -> tuple[list[str | None], list[str | None]]:
+        return [d.id for d in parts[0]], [d.id for d in parts[1]]
+
+    assert ids(halves([_doc(i) for i in range(4)])) == (["0", "1"], ["2", "3"])
+    assert ids(halves([_doc(i) for i in range(5)])) == (["0", "1", "2"], ["3", "4"])
+    assert ids(halves([_doc(0), _doc(1)])) == (["0"], ["1"])
+    # A large document is cut off from the small ones at once, wherever it is.
+    assert ids(halves([_doc(0, 1000), _doc(1), _doc(2)])) == (["0"], ["1", "2"])
+    assert ids(halves([_doc(0), _doc(1), _doc(2, 1000)])) == (["0", "1"], ["2"])
+    assert ids(halves([_doc(0), _doc(1, 1000), _doc(2)])) == (["0", "1"], ["2"])
 
 
 def test_bulk_request_is_a_batch_the_queue_can_bound() -> None:

@@ -200,6 +200,62 @@ async def test_a_timed_out_last_attempt_is_given_up(tmp_path: Path) -> None:
     assert entry["error"]["type"] == "retries_exhausted" and "timeout" in entry["error"]["reason"]
 
 
+TOO_LARGE = (413, None, b'{"error":{"type":"content_too_long_exception","reason":"too long"}}')
+
+
+async def test_a_413_answer_sends_the_halves_down_to_the_one_document_too_large(tmp_path: Path) -> None:
+    exporter, settings, clock = make(tmp_path, TOO_LARGE, bulk(201, 201), TOO_LARGE, bulk(201), TOO_LARGE)
+    await exporter.start()
+    with pytest.raises(PermanentError, match="1 of 4 documents") as info:
+        await exporter.consume(logs(4))
+    await exporter.shutdown()
+    assert exporter.requests == [["d0", "d1", "d2", "d3"], ["d0", "d1"], ["d2", "d3"], ["d2"], ["d3"]]
+    assert info.value.rejected == 1 and clock.sleeps == []
+    [entry] = dead_lines(tmp_path)
+    assert entry["id"] == "d3" and entry["status"] == 413
+    assert entry["error"] == {"type": "http_413", "reason": "content_too_long_exception: too long"}
+    assert docs_metric(settings, "created") == 3 and docs_metric(settings, "retried") == 0
+    assert metric(settings, "flowglass_exporter_elasticsearch_rejected_documents_total",
+                  signal="logs", reason="http_413") == 1
+    assert metric(settings, "flowglass_exporter_sent_items_total", signal="logs") == 3
+
+
+async def test_items_to_retry_from_the_halves_are_retried_together(tmp_path: Path) -> None:
+    exporter, settings, clock = make(tmp_path, TOO_LARGE, bulk(201, 429), bulk(503, 201), bulk(201, 201))
+    await exporter.start()
+    await exporter.consume(logs(4))
+    await exporter.shutdown()
+    assert exporter.requests == [["d0", "d1", "d2", "d3"], ["d0", "d1"], ["d2", "d3"], ["d1", "d2"]]
+    assert docs_metric(settings, "created") == 4 and docs_metric(settings, "retried") == 2
+    assert len(clock.sleeps) == 1 and dead_lines(tmp_path) == []
+
+
+async def test_after_a_connection_error_the_other_half_waits_for_the_next_attempt(tmp_path: Path) -> None:
+    exporter, settings, _ = make(tmp_path, TOO_LARGE, RetryableError("connection reset"), bulk(201, 201, 201, 201))
+    await exporter.start()
+    await exporter.consume(logs(4))
+    await exporter.shutdown()
+    assert exporter.requests == [["d0", "d1", "d2", "d3"], ["d0", "d1"], ["d0", "d1", "d2", "d3"]]
+    assert docs_metric(settings, "created") == 4 and dead_lines(tmp_path) == []
+
+
+async def test_without_retries_a_timed_out_request_is_dead_lettered(tmp_path: Path) -> None:
+    hang = asyncio.Event()
+    exporter, settings, clock = make(tmp_path, hang, timeout="20ms", retry={"enabled": False})
+    await exporter.start()
+    with pytest.raises(PermanentError):
+        await exporter.consume(logs(2))
+    await exporter.shutdown()
+    assert len(exporter.requests) == 1 and clock.sleeps == []
+    entries = dead_lines(tmp_path)
+    assert [e["id"] for e in entries] == ["d0", "d1"]
+    assert all(e["error"]["type"] == "timeout" and "timeout of 0.02s" in e["error"]["reason"] for e in entries)
+    assert metric(settings, "flowglass_exporter_elasticsearch_rejected_documents_total",
+                  signal="logs", reason="timeout") == 2
+    assert metric(settings, "flowglass_exporter_elasticsearch_dead_letter_documents_total", outcome="written") == 2
+    assert metric(settings, "flowglass_exporter_send_failed_items_total", signal="logs", reason="permanent") == 2
+
+
 async def test_without_a_dead_letter_refused_documents_are_counted_as_lost() -> None:
     exporter, settings, _ = make(None, bulk(400))
     await exporter.start()
