@@ -363,6 +363,26 @@ async def test_every_document_is_stored_exactly_once_through_faults(osmem: str, 
     assert metric(settings, "flowglass_exporter_sent_items_total", signal="logs") == 30
 
 
+async def test_a_cluster_outage_longer_than_max_retries_loses_nothing(osmem: str, tmp_path: Path) -> None:
+    # Connections dropped and whole requests refused many times over (a rolling restart):
+    # with max_retries 1 the Collector would give up; these attempts do not count.
+    index = _unique("logs-outage")
+    dead = tmp_path / "dead.jsonl"
+    async with FaultProxy(osmem) as proxy:
+        exporter, settings = _exporter(proxy.url, logs_index=index, document_id="hash",
+                                       logs_dynamic_id={"enabled": True}, dead_letter={"path": str(dead)},
+                                       retry={"initial_interval": "1ms", "max_interval": "5ms", "max_retries": 1})
+        proxy.drop_before = 6
+        proxy.reject_requests = 6
+        await exporter.start()
+        await exporter.consume(_logs_with_ids(10, 0))
+        await exporter.shutdown()
+    assert sorted(_ids(osmem, index)) == sorted(f"doc-{i}" for i in range(10))
+    assert max(proxy.forwarded.values()) == 1
+    assert not dead.exists()
+    assert metric(settings, "flowglass_exporter_sent_items_total", signal="logs") == 10
+
+
 async def test_a_413_answer_is_split_until_only_the_oversize_document_is_refused(osmem: str, tmp_path: Path) -> None:
     index = _unique("logs-too-large")
     dead = tmp_path / "dead.jsonl"
@@ -554,7 +574,8 @@ async def test_an_untrusted_server_certificate_is_not_accepted(osmem: str, tmp_p
     async with FaultProxy(osmem, ssl_context=server_ctx) as proxy:
         exporter, settings = _exporter(proxy.url, logs_index=_unique("logs-untrusted"),
                                        tls={"ca_file": str(other)}, sending_queue={"enabled": False},
-                                       retry={"initial_interval": "1ms", "max_interval": "1ms", "max_retries": 1})
+                                       retry={"initial_interval": "1ms", "max_interval": "1ms", "max_retries": 1,
+                                              "max_elapsed_time": "50ms"})
         await exporter.start()
         with pytest.raises(PermanentError):
             await exporter.consume(make_logs(2))

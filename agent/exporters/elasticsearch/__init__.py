@@ -113,6 +113,11 @@ class ElasticsearchRetryConfig(msgspec.Struct, forbid_unknown_fields=True, omit_
     initial_interval: Duration = Duration(0.1)
     max_interval: Duration = Duration(60.0)
     retry_on_status: list[int] = msgspec.field(default_factory=lambda: [429, 500, 502, 503, 504])
+    #: Flowglass's own: how long a request that fails as a whole (no answer, or 429/5xx to the
+    #: whole request: the cluster is down or restarting) keeps being retried; such attempts do
+    #: not use up `max_retries`, which bounds the retries of items answered one by one.
+    #: 0 retries them until shutdown.
+    max_elapsed_time: Duration = Duration(300.0)
 
     def __post_init__(self) -> None:
         if self.enabled and self.initial_interval <= 0:

@@ -21,7 +21,7 @@ from agent.model import Batch, Signal
 class BulkRequest(Batch):
     """Documents of one signal on their way to `_bulk`, with the attempts made so far."""
 
-    __slots__ = ("_nbytes", "attempts", "pending", "rejected")
+    __slots__ = ("_nbytes", "attempts", "outage_since", "pending", "rejected")
 
     def __init__(self, signal: Signal, docs: list[Doc]) -> None:
         super().__init__(signal, data=b"", items=len(docs))
@@ -31,6 +31,8 @@ class BulkRequest(Batch):
         self.attempts = 0
         #: Documents given up on (dead-lettered) across attempts.
         self.rejected = 0
+        #: When the run of attempts that failed as a whole (no answer, 429/5xx) began.
+        self.outage_since: float | None = None
 
     @property
     def nbytes(self) -> int:

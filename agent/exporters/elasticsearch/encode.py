@@ -83,11 +83,14 @@ class DocumentEncoder:
         self._ts = Timestamps()
         self._actions: dict[str, bytes] = {}
         self._hashers: dict[str, tuple[Any, bytes, bytes]] = {}
+        # Hashed ids given out in the current batch, with how many identical documents had one.
+        self._seen: dict[str, int] = {}
 
     def encode(self, batch: Batch) -> tuple[list[Doc], list[Failure]]:
         """Every item's document; raises ValueError for a batch this configuration cannot take."""
         docs: list[Doc] = []
         failures: list[Failure] = []
+        self._seen.clear()
         if batch.signal is Signal.LOGS:
             for rl in batch.message.resource_logs:
                 for sl in rl.scope_logs:
@@ -194,6 +197,16 @@ class DocumentEncoder:
         h = seed.copy()
         h.update(body)
         doc_id = h.hexdigest()
+        # Identical documents in one batch are different records (two equal log lines read
+        # together share even their observed time): the n-th repeat hashes with its number,
+        # so each is stored, and encoding the same batch again still gives the same ids.
+        repeats = self._seen.get(doc_id)
+        if repeats is None:
+            self._seen[doc_id] = 0
+        else:
+            self._seen[doc_id] = repeats + 1
+            h.update(b"\n#%d" % (repeats + 1))  # a JSON body never holds a raw newline
+            doc_id = h.hexdigest()
         return Doc(index, doc_id, head + doc_id.encode() + tail, body)
 
     def _log(self, ctx: Context, record: LogRecord, docs: list[Doc], failures: list[Failure]) -> None:

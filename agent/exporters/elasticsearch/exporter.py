@@ -5,7 +5,9 @@ and the backoff. This module adds what is particular to `_bulk`: a request whose
 succeed and fail one by one. `_send` posts the pending documents of a `BulkRequest`, drops
 those that were stored, dead-letters those refused for good, and raises `RetryableError`
 while some are left to retry, so the sender backs off and calls again with only those.
-Attempts are counted on the request and bounded by `retry.max_retries`. A request answered
+Attempts are counted on the request and bounded by `retry.max_retries`; attempts that failed
+as a whole (no answer, 429/5xx to the request) are not counted until the failures have lasted
+`retry.max_elapsed_time`, so an outage of the cluster loses nothing. A request answered
 413 (too large) is sent again at once in halves, down to single documents. `timeout`
 bounds each request here rather than in the sender, so that a request with no answer is
 settled like any other failure (retried, or dead-lettered as `timeout` without retries).
@@ -87,6 +89,9 @@ class _Attempt:
     timed_out: bool = False
     #: A request got no answer: the halves still to send wait for the next attempt.
     broken: bool = False
+    #: Some documents are to be retried because of their own item status (not because the
+    #: whole request failed): such an attempt counts against `retry.max_retries`.
+    by_item: bool = False
 
     def keep(self, docs: list[Doc], status: int | None = None, reason: str = "",
              retry_after: float | None = None, *, timed_out: bool = False) -> None:
@@ -122,6 +127,8 @@ class ElasticsearchExporter(QueuedExporter):
         self._log = settings.logger
         self._label = settings.label
         self._max_attempts = 1 + retry.max_retries if retry.enabled else 1
+        self._max_outage = float(retry.max_elapsed_time)
+        self._clock = clock
         self._retries_enabled = retry.enabled
         self._timeout = float(config.timeout)
         self._split_logged = False
@@ -295,6 +302,17 @@ class ElasticsearchExporter(QueuedExporter):
         attempt = _Attempt()
         await self._exchange(req, req.pending, attempt)
         req.pending = attempt.retry
+        if attempt.retry and self._retries_enabled and not attempt.by_item:
+            # The request failed as a whole: the cluster is unreachable, restarting or
+            # overloaded. Keep retrying (the queue holds the rest and backpressure reaches the
+            # receivers) for up to `retry.max_elapsed_time`, without using up `max_retries`.
+            now = self._clock.monotonic()
+            if req.outage_since is None:
+                req.outage_since = now
+            if not self._max_outage or now - req.outage_since < self._max_outage:
+                req.attempts -= 1
+        elif attempt.retry:
+            req.outage_since = None
         if attempt.retry:
             await self._retry_or_give_up(req, attempt)
         self._raise_rejected(req)
@@ -371,7 +389,9 @@ class ElasticsearchExporter(QueuedExporter):
         try:
             results = outcomes(payload, len(docs))
         except BulkResponseError as exc:
-            # Nothing tells which items were stored: resend them all (hash ids make it safe).
+            # Nothing tells which items were stored: resend them all (hash ids make it safe),
+            # within `max_retries` — a server that keeps answering this way is not "down".
+            attempt.by_item = True
             attempt.keep(docs, 0, str(exc))
             return
         signal = req.signal
@@ -402,6 +422,7 @@ class ElasticsearchExporter(QueuedExporter):
             await self._dead_letter.write(dead)
         if retry:
             assert last_retry is not None
+            attempt.by_item = True
             attempt.keep(retry, last_retry.status,
                          f"{len(retry)} of {len(docs)} documents were answered {last_retry.status}: "
                          f"{last_retry.error_type} {last_retry.reason}".strip())

@@ -193,6 +193,22 @@ def test_dynamic_id_pipeline_and_hash_ids() -> None:
     assert json.loads(first.action)["create"]["_id"] == first.id
 
 
+def test_identical_records_in_one_batch_get_different_hash_ids() -> None:
+    batch = log_batch()
+    rl = batch.message.resource_logs[0]
+    sl = rl.scope_logs[0]
+    sl.log_records.add().CopyFrom(sl.log_records[0])  # the same line twice, read together
+    sl.log_records.add().CopyFrom(sl.log_records[0])
+    enc = encoder(hash_ids=True)
+    docs = enc.encode(batch)[0]
+    assert len({d.body for d in docs}) == 1
+    ids = [d.id for d in docs]
+    assert len(set(ids)) == 3, "each repeat is a record of its own and must be stored"
+    assert [d.id for d in enc.encode(batch)[0]] == ids  # a resend of the batch: same ids
+    assert [d.id for d in encoder(hash_ids=True).encode(batch)[0]] == ids  # after a restart too
+    assert ids[0] == encoder(hash_ids=True).encode(log_batch())[0][0].id
+
+
 def test_data_stream_attributes_move_to_the_root_in_otel_mode() -> None:
     [doc] = encoder().encode(log_batch(attrs={routing.NAMESPACE: "prod", "k": 1}))[0]
     body = body_of(doc)

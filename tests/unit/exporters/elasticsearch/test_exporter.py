@@ -190,12 +190,13 @@ async def test_without_retries_the_first_failure_is_final(tmp_path: Path) -> Non
 
 async def test_a_timed_out_last_attempt_is_given_up(tmp_path: Path) -> None:
     hang = asyncio.Event()
-    exporter, _, _ = make(tmp_path, hang, timeout="20ms", retry={"initial_interval": "1ms", "max_retries": 0})
+    exporter, _, _ = make(tmp_path, hang, hang, timeout="20ms",
+                          retry={"initial_interval": "2ms", "max_retries": 0, "max_elapsed_time": "1ms"})
     await exporter.start()
     with pytest.raises(PermanentError):
         await exporter.consume(logs(1))
     await exporter.shutdown()
-    assert len(exporter.requests) == 1
+    assert len(exporter.requests) == 2  # the first within max_elapsed_time, the second past it
     [entry] = dead_lines(tmp_path)
     assert entry["error"]["type"] == "retries_exhausted" and "timeout" in entry["error"]["reason"]
 
@@ -411,3 +412,32 @@ async def test_consume_does_not_change_the_batch() -> None:
     await exporter.consume(batch)
     await exporter.shutdown()
     assert batch.message.SerializeToString() == before
+
+
+async def test_an_outage_longer_than_max_retries_loses_nothing(tmp_path: Path) -> None:
+    # The cluster is down or restarting: whole-request failures do not use up max_retries.
+    down = (503, None, b'{"error":{"type":"unavailable","reason":"restarting"}}')
+    answers: list[Answer] = [RetryableError("connection refused")] * 4 + [down] * 4
+    exporter, settings, clock = make(tmp_path, *answers, bulk(201, 429), bulk(201),
+                                     retry={"initial_interval": "1s", "max_interval": "4s", "max_retries": 1})
+    await exporter.start()
+    await exporter.consume(logs(2))
+    await exporter.shutdown()
+    assert len(exporter.requests) == 10 and exporter.requests[-1] == ["d1"]
+    assert docs_metric(settings, "created") == 2 and dead_lines(tmp_path) == []
+    assert sum(clock.sleeps) > 20  # it waited out the outage with backoff
+
+
+async def test_an_outage_past_max_elapsed_time_is_dead_lettered(tmp_path: Path) -> None:
+    answers: list[Answer] = [RetryableError("connection refused")] * 50
+    exporter, settings, clock = make(tmp_path, *answers,
+                                     retry={"initial_interval": "1s", "max_interval": "2s", "max_retries": 5,
+                                            "max_elapsed_time": "10s"})
+    await exporter.start()
+    with pytest.raises(PermanentError):
+        await exporter.consume(logs(2))
+    await exporter.shutdown()
+    assert 10 <= sum(clock.sleeps) <= 10 + 2 * 1.2 * 6  # gave up soon after 10 s (then max_retries)
+    assert [e["error"]["type"] for e in dead_lines(tmp_path)] == ["retries_exhausted"] * 2
+    assert metric(settings, "flowglass_exporter_elasticsearch_rejected_documents_total",
+                  signal="logs", reason="retries_exhausted") == 2
