@@ -34,6 +34,17 @@ def length(n: int) -> bytes:
 LOW14 = tuple(bytes((i & 0x7F | 0x80, i >> 7 | 0x80)) for i in range(1 << 14))
 
 
+#: `Timestamp.nanos` of 2**28 (0.27 s) or more, the usual case, as two pieces:
+#: `NANOS_LOW[n & 0x3FFF] + NANOS_HIGH[n >> 14]` is the field (key and 5-byte varint).
+NANOS_LOW = tuple(b"\x10" + low for low in LOW14)
+NANOS_HIGH = (b"",) * (1 << 14) + tuple(
+    LOW14[high & 0x3FFF] + LENGTHS[high >> 14] for high in range(1 << 14, (999_999_999 >> 14) + 1))
+#: For a duration `d` of 2**14 to 2**28 ns (16 µs to 268 ms), the usual case:
+#: `SHORT_DURATION[d >> 14] + LOW14[d & 0x3FFF] + LENGTHS[d >> 14]` is the `Span.duration`
+#: field (its key and length, and the `nanos` field of 3 or 4 varint bytes).
+SHORT_DURATION = tuple(b"\x3a\x04\x10" if high < 0x80 else b"\x3a\x05\x10" for high in range(1 << 14))
+
+
 def uvarint(n: int) -> bytes:
     """Varint of a non-negative int by table lookups (nanos fields are up to 5 bytes)."""
     if n < SHORT:
@@ -124,6 +135,29 @@ def transcode(raw: bytes, field: bytes) -> bytes | None:
         if raw[end + 3]:
             return field + LENGTHS[size] + raw[:end] + b"\x10\x04\x3a" + raw[end + 3:]
         return field + LENGTHS[end + 2] + raw[:end] + b"\x10\x04"
+    return None
+
+
+def value_head(raw: bytes, field: bytes) -> tuple[bytes, bytes, int, int] | None:
+    """What turns every attribute shaped like `raw` into its Jaeger encoding by one
+    concatenation: (prefix, head, cut, size) such that an OTLP `KeyValue` encoding of `size`
+    bytes that begins with `prefix` is `head + encoding[cut:]` as `transcode` writes it.
+
+    For a non-empty string value (`prefix` is the encoding up to the value's text, its
+    length included) and a double whose first byte is not 0 (`prefix` takes that byte too,
+    so a value of 0.0, written differently, never matches); None for anything else.
+    """
+    size = len(raw)
+    if size < 6 or raw[0] != 0x0A or raw[1] > 0x7F:
+        return None
+    end = 2 + raw[1]  # after the key
+    if size < end + 4 or raw[end] != 0x12 or raw[end + 1] != size - end - 2:
+        return None
+    kind, first = raw[end + 2], raw[end + 3]
+    if kind == 0x0A and first and first == size - end - 4:
+        return raw[:end + 4], field + LENGTHS[size - 2] + raw[:end] + b"\x1a" + raw[end + 3:end + 4], end + 4, size
+    if kind == 0x21 and first and size == end + 11:
+        return raw[:end + 4], field + LENGTHS[end + 11] + raw[:end] + b"\x10\x03\x31", end + 3, size
     return None
 
 

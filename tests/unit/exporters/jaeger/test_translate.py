@@ -304,3 +304,59 @@ def test_a_malformed_request_is_refused() -> None:
 
     with pytest.raises(MalformedError):
         Translator().requests(b"\x0a\x05\x12\x03\x12\x09")
+
+
+def test_values_not_seen_before_are_written_from_the_cached_head_of_their_key() -> None:
+    """New strings and doubles after a known key take the head path (`encode.value_head`);
+    shapes it must not take (0.0, -0.0, a double whose first byte is 0, empty and long
+    strings, an attribute with one more field) give the same bytes as a fresh translator."""
+    values: list[Any] = ["a", "bc", "", "é" * 70, "x" * 200, "de", 0.25, 0.0, -0.0, 0.5, 1e-300, 3.75, 7, True]
+    spans = [span(span_id=bytes([i + 1] * 8), attributes={"v": v, "w": f"id-{i}", "q": i / 7})
+             for i, v in enumerate(values)]
+    # An attribute that begins as a cached head expects but has a field after its value.
+    odd = span(span_id=bytes([99] * 8))
+    odd.MergeFromString(delimited(0x4A, delimited(0x0A, b"w") + delimited(0x12, b"\x0a\x04id-x") + b"\x18\x01"))
+    req = request(({"service.name": "svc"}, [("lib", "1", [*spans, odd])]))
+    data = req.SerializeToString()
+    warm, tiny = Translator(), Translator(cache_limit=3)  # tiny: a new generation every attribute
+    out = warm.requests(data)
+    assert warm._tags.heads and tiny.requests(data) == out  # the path was taken
+    assert out == warm.requests(data) == tiny.requests(data)
+    for body, _ in out:
+        assert collector_pb2.PostSpansRequest.FromString(body).SerializeToString() == body
+    batches = translate(req, Translator())
+    check_request(req, batches)
+    for i, v in enumerate(values):
+        t = tags(batches, i)
+        assert t["w"] == ("STRING", f"id-{i}") and t["q"] == ("FLOAT64", i / 7)
+        assert t["v"][1] == v
+    assert tags(batches, len(values))["w"] == ("STRING", "id-x")
+    # Fresh translators (no heads) agree with the warm one on every span, one span at a time.
+    for i in range(len(spans)):
+        single = request(({"service.name": "svc"}, [("lib", "1", [req.resource_spans[0].scope_spans[0].spans[i]])]))
+        assert Translator().requests(single.SerializeToString()) == warm.requests(single.SerializeToString())
+
+
+def test_times_at_the_edges_of_the_table_paths() -> None:
+    """Start and event nanos around 2**28 (5 varint bytes) and durations around 2**14,
+    2**21 and 2**28 ns: the tables and the general path write what the serializer writes."""
+    base = 1_700_000_000 * 10**9
+    starts = [0, 1, 2**28 - 1, 2**28, 999_999_999, base, base + 2**28, base + 999_999_999, 5 * 10**9 + 2**28]
+    lengths = [0, 1, 2**14 - 1, 2**14, 2**21 - 1, 2**21, 2**28 - 1, 2**28, 10**9 - 1, 10**9 + 2**28]
+    spans = [span(span_id=bytes([i + 1, j + 1] * 4), start_time_unix_nano=t, end_time_unix_nano=t + d,
+                  events=[event("e", t + d)])
+             for i, t in enumerate(starts) for j, d in enumerate(lengths)]
+    req = request(({"service.name": "svc"}, [("lib", "1", spans)]))
+    translator = Translator()
+    for _ in range(2):  # cold, then cached
+        out = translator.requests(req.SerializeToString())
+        for body, _ in out:
+            assert collector_pb2.PostSpansRequest.FromString(body).SerializeToString() == body
+        batches = [collector_pb2.PostSpansRequest.FromString(body).batch for body, _ in out]
+        check_request(req, batches)
+        got = iter(batches[0].spans)
+        for t in starts:
+            for d in lengths:
+                s = next(got)
+                assert s.start_time.ToNanoseconds() == t and s.duration.ToNanoseconds() == d
+                assert s.logs[0].timestamp.ToNanoseconds() == t + d
