@@ -36,14 +36,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import gzip
-import ssl
 import time
 import zlib
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import msgspec
-import yarl
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2  # type: ignore[import-untyped]
 
@@ -54,7 +52,8 @@ import agent
 from agent.component import ExporterFactory, Settings, Stability
 from agent.config.tls import TLSClientConfig
 from agent.config.types import ByteSize, Duration
-from agent.errors import PermanentError, RetryableError, StartError
+from agent.errors import PermanentError, RetryableError
+from agent.exporters.http import check_url, open_session
 from agent.exporters.otlp_grpc import decode_partial_success, raise_for_partial_success
 from agent.exporters.sending import (
     SENDING_UPSTREAM_OPTIONS,
@@ -128,7 +127,7 @@ class OTLPHTTPExporterConfig(msgspec.Struct, forbid_unknown_fields=True, omit_de
         for name in ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint", "proxy_url"):
             value = getattr(self, name)
             if value:
-                _check_url(name, value)
+                check_url(name, value)
         if self.compression not in ("gzip", "deflate", "none", ""):
             raise ValueError(
                 f"compression {self.compression!r} is not supported by the HTTP exporter; "
@@ -153,15 +152,6 @@ class OTLPHTTPExporterConfig(msgspec.Struct, forbid_unknown_fields=True, omit_de
         if self.endpoint:
             return f"{self.endpoint.rstrip('/')}/{PATHS[signal]}"
         return None
-
-
-def _check_url(name: str, value: str) -> None:
-    try:
-        url = yarl.URL(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name} {value!r} is not a URL: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"{name} {value!r} must be an http:// or https:// URL with a host")
 
 
 class OTLPHTTPExporter(QueuedExporter):
@@ -191,25 +181,14 @@ class OTLPHTTPExporter(QueuedExporter):
         self._session: aiohttp.ClientSession | None = None
 
     async def _open(self) -> None:
-        ssl_context: ssl.SSLContext | bool = True
-        if any(url and url.startswith("https://") for url in self._urls.values()):
-            try:
-                ssl_context = self._config.tls.ssl_context()
-            except (OSError, ssl.SSLError) as exc:
-                raise StartError(f"exporter {self._settings.label}: cannot load TLS settings: {exc}") from exc
         cfg = self._config
         pool: dict[str, Any] = (
             {"force_close": True} if cfg.disable_keep_alives else {"keepalive_timeout": float(cfg.idle_conn_timeout)}
         )
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(ssl=ssl_context, limit=0, limit_per_host=cfg.max_conns_per_host, **pool)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # The sender bounds each attempt with `timeout`; the session adds no limit of its own.
-            timeout=aiohttp.ClientTimeout(total=None),
-            read_bufsize=int(cfg.read_buffer_size) or 2**16,
-        )
+        # The sender bounds each attempt with `timeout`; the session adds no limit of its own.
+        self._session = open_session(self._settings.label, cfg.tls, self._urls.values(),
+                                     read_bufsize=int(cfg.read_buffer_size),
+                                     limit_per_host=cfg.max_conns_per_host, **pool)
         self._settings.logger.info(
             "The OTLP/HTTP exporter started.",
             extra={"component": self._settings.label,

@@ -54,11 +54,11 @@ import os
 from typing import Annotated, ClassVar, Literal
 
 import msgspec
-import yarl
 
 from agent.component import Exporter, ExporterFactory, Settings, Stability
 from agent.config.tls import TLSClientConfig
 from agent.config.types import ByteSize, Duration
+from agent.exporters.http import check_url
 from agent.exporters.sending import SENDING_UPSTREAM_OPTIONS, SendingQueueConfig
 from agent.model import Signal
 
@@ -214,7 +214,7 @@ class ElasticsearchExporterConfig(msgspec.Struct, forbid_unknown_fields=True, om
         if self.endpoint and self.endpoints:
             raise ValueError("set endpoint or endpoints, not both")
         for url in self.urls():
-            _check_url(url)
+            check_url("endpoint", url)
         if self.api_key and (self.user or self.password):
             raise ValueError("set api_key or user/password, not both")
         if self.password and not self.user:
@@ -247,15 +247,6 @@ class ElasticsearchExporterConfig(msgspec.Struct, forbid_unknown_fields=True, om
     def workers(self) -> int:
         """Bulk requests in flight at once: `num_workers`, else `sending_queue.num_consumers`."""
         return self.num_workers or self.sending_queue.num_consumers
-
-
-def _check_url(value: str) -> None:
-    try:
-        url = yarl.URL(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"endpoint {value!r} is not a URL: {exc}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"endpoint {value!r} must be an http:// or https:// URL with a host")
 
 
 def _create(settings: Settings, config: ElasticsearchExporterConfig) -> Exporter:

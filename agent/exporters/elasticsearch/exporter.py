@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ if TYPE_CHECKING:  # aiohttp is imported on start, so agents that do not use it 
 import agent
 from agent.component import Settings, TaskOwner
 from agent.config.types import Duration
-from agent.errors import PermanentError, RetryableError, ShuttingDownError, StartError
+from agent.errors import PermanentError, RetryableError, ShuttingDownError
 from agent.exporters.elasticsearch import ElasticsearchExporterConfig
 from agent.exporters.elasticsearch.bulk import (
     BulkRequest,
@@ -45,6 +44,7 @@ from agent.exporters.elasticsearch.bulk import (
 from agent.exporters.elasticsearch.deadletter import DeadLetter, DeadLetterEntry
 from agent.exporters.elasticsearch.encode import Doc, DocumentEncoder
 from agent.exporters.elasticsearch.routing import LogstashDate
+from agent.exporters.http import open_session
 from agent.exporters.otlp_http import compress, parse_retry_after
 from agent.exporters.sending import SYSTEM_CLOCK, Clock, QueuedExporter, RetryConfig
 from agent.model import Batch, Signal
@@ -183,18 +183,8 @@ class ElasticsearchExporter(QueuedExporter):
     # -- lifecycle ----------------------------------------------------------------------
 
     async def _open(self) -> None:
-        ssl_context: ssl.SSLContext | bool = True
-        if any(url.startswith("https://") for url in self._urls):
-            try:
-                ssl_context = self._config.tls.ssl_context()
-            except (OSError, ssl.SSLError) as exc:
-                raise StartError(f"exporter {self._label}: cannot load TLS settings: {exc}") from exc
-        import aiohttp
-
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ssl_context, limit=0),
-            timeout=aiohttp.ClientTimeout(total=None),  # each attempt is bounded by `timeout`
-        )
+        # Each request is bounded by `timeout` in `_request`.
+        self._session = open_session(self._label, self._config.tls, self._urls)
         if self._flush_interval > 0:
             self._timer.spawn("flush-timer", self._flush_on_time())
         self._log.info("The Elasticsearch exporter started.",

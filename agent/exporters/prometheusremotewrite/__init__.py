@@ -41,11 +41,11 @@ from __future__ import annotations
 from typing import Annotated, ClassVar
 
 import msgspec
-import yarl
 
 from agent.component import Exporter, ExporterFactory, Settings, Stability
 from agent.config.tls import TLSClientConfig
 from agent.config.types import ByteSize, Duration
+from agent.exporters.http import check_url
 from agent.exporters.sending import RetryConfig
 from agent.model import Signal
 
@@ -129,12 +129,7 @@ class PrometheusRemoteWriteExporterConfig(msgspec.Struct, forbid_unknown_fields=
     def __post_init__(self) -> None:
         if not self.endpoint:
             raise ValueError("endpoint is required: the remote write URL, like http://prometheus:9090/api/v1/write")
-        try:
-            url = yarl.URL(self.endpoint)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"endpoint {self.endpoint!r} is not a URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"endpoint {self.endpoint!r} must be an http:// or https:// URL with a host")
+        check_url("endpoint", self.endpoint)
         if self.max_batch_size_bytes < 1:
             raise ValueError("max_batch_size_bytes must be at least 1")
         if self.compression != "snappy":

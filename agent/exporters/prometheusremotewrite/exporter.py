@@ -13,7 +13,6 @@ import asyncio
 import base64
 import functools
 import math
-import ssl
 import time
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,8 @@ if TYPE_CHECKING:  # aiohttp is imported on start, so agents that do not use it 
 import agent
 from agent.component import Settings
 from agent.config.types import ByteSize
-from agent.errors import PermanentError, QueueFullError, RetryableError, StartError
+from agent.errors import PermanentError, QueueFullError, RetryableError
+from agent.exporters.http import open_session
 from agent.exporters.otlp_http import parse_retry_after
 from agent.exporters.prometheusremotewrite import PrometheusRemoteWriteExporterConfig
 from agent.exporters.prometheusremotewrite.encode import Encoder, count, split
@@ -129,19 +129,9 @@ class PrometheusRemoteWriteExporter:
     async def start(self) -> None:
         if self._started:
             return
-        ssl_context: ssl.SSLContext | bool = True
-        if self._config.endpoint.startswith("https://"):
-            try:
-                ssl_context = self._config.tls.ssl_context()
-            except (OSError, ssl.SSLError) as exc:
-                raise StartError(f"exporter {self._label}: cannot load TLS settings: {exc}") from exc
-        import aiohttp
-
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ssl_context, limit=0),
-            timeout=aiohttp.ClientTimeout(total=None),  # each attempt is bounded by `timeout`
-            read_bufsize=int(self._config.read_buffer_size) or 2**16,
-        )
+        # Each request is bounded by the sender's `timeout`.
+        self._session = open_session(self._label, self._config.tls, [self._config.endpoint],
+                                     read_bufsize=int(self._config.read_buffer_size))
         self._started = True
         for sender in self._senders:
             await sender.start()
