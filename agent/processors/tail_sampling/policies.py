@@ -18,7 +18,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -346,6 +346,10 @@ class BytesLimiting:
 
 
 class And:
+    """Every sub-policy says yes: `matched`; any says no: not sampled."""
+
+    matched: ClassVar[Decision] = SAMPLED
+
     def __init__(self, name: str, subs: list[Policy]) -> None:
         self.name, self._subs = name, subs
 
@@ -353,18 +357,13 @@ class And:
         for sub in self._subs:
             if sub.evaluate(td) in _NO:
                 return NOT_SAMPLED
-        return SAMPLED
+        return self.matched
 
 
-class Drop:
-    def __init__(self, name: str, subs: list[Policy]) -> None:
-        self.name, self._subs = name, subs
+class Drop(And):
+    """Like `and`, but a match drops the trace (and wins over every sample)."""
 
-    def evaluate(self, td: TraceData) -> Decision:
-        for sub in self._subs:
-            if sub.evaluate(td) in _NO:
-                return NOT_SAMPLED
-        return DROPPED
+    matched: ClassVar[Decision] = DROPPED
 
 
 class Composite:
