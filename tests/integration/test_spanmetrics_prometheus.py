@@ -7,8 +7,11 @@ tests of this module:
 - the P95 from `histogram_quantile` over the written buckets lies in the bucket of the true
   P95 of the generated latencies; call and error counts are exactly what was sent, per model
   version (the canary and the stable version side by side);
-- every PromQL expression of the rules and of the dashboard runs against that Prometheus,
-  and those over span metrics return data;
+- every PromQL expression of the rules and of the dashboard runs against that Prometheus
+  and returns data (alerts: the value they compare), from real situations: failing
+  pipelines of the same agent (tests/integration/expression_data.py) make the agent-health
+  alerts' conditions hold, and series named as cAdvisor, DCGM and the ML-signals work name
+  theirs stand in for those exporters;
 - the error-rate alert fires for the service above 2% errors and reaches Alertmanager, and
   not for the one without errors.
 """
@@ -31,6 +34,7 @@ from typing import Any
 
 import pytest
 import yaml
+from grpc import StatusCode as RpcStatus
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -40,6 +44,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from agent.connectors.spanmetrics import DEFAULT_BUCKETS_MS
 from agent.testing import AgentProcess, free_port
 from tests.conftest import require_tool
+from tests.integration.expression_data import FAILING, failing_traffic, send_stand_in_metrics
 from tests.integration.helpers import wait_until
 from tests.integration.prometheus_peer import Prometheus
 
@@ -75,9 +80,24 @@ service:
       receivers: [otlp]
       exporters: [spanmetrics]
     metrics:
-      receivers: [spanmetrics]
+      receivers: [spanmetrics, otlp]
       exporters: [prometheusremotewrite]
 """
+
+#: A service that sends two bursts and then stops: MLServiceThroughputDrop, evaluated an hour
+#: later, sees it serve nothing after serving PROBE_SPANS spans.
+PROBE = "throughput-probe"
+PROBE_SPANS = 200
+
+
+def agent_config(grpc_port: int, failing: int, closed: int, write_url: str, telemetry: int, sink: Path) -> str:
+    """The module's agent: span metrics to Prometheus, plus the failing pipelines."""
+    doc = yaml.safe_load(AGENT.format(grpc=grpc_port, write_url=write_url, telemetry=telemetry))
+    extra = yaml.safe_load(FAILING.format(failing=failing, closed=closed, sink=sink))
+    for section in ("receivers", "processors", "connectors", "exporters"):
+        doc.setdefault(section, {}).update(extra[section])
+    doc["service"]["pipelines"].update(extra["pipelines"])
+    return str(yaml.safe_dump(doc))
 
 
 class Alertmanager:
@@ -156,6 +176,24 @@ class Stack:
     grpc_port: int
 
 
+def send_probe_bursts(grpc_port: int, prom: Prometheus) -> None:
+    """Two bursts of server spans, the second once the first is in Prometheus."""
+    provider = TracerProvider(resource=Resource.create({"service.name": PROBE}))
+    provider.add_span_processor(BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=f"127.0.0.1:{grpc_port}", insecure=True), schedule_delay_millis=50))
+    tracer = provider.get_tracer("flowglass.test")
+    query = f'sum(traces_span_metrics_calls_total{{service_name="{PROBE}"}})'
+    try:
+        for burst in (1, 2):
+            for _ in range(PROBE_SPANS // 2):
+                tracer.start_span("predict", kind=SpanKind.SERVER).end()
+            assert provider.force_flush(30_000)
+            wait_until(lambda n=burst: prom.value(query) == n * PROBE_SPANS // 2, 30,  # type: ignore[misc]
+                       f"burst {burst} of {PROBE} in Prometheus")
+    finally:
+        provider.shutdown()
+
+
 def send_spans(grpc_port: int) -> Sent:
     """Real SDK spans with known durations (log-normal, median 120 ms) and error shares."""
     rng = random.Random(7)
@@ -204,12 +242,24 @@ def stack() -> Iterator[Stack]:
     agent: AgentProcess | None = None
     try:
         prom.start()
-        agent = AgentProcess(AGENT.format(grpc=grpc, write_url=prom.write_url, telemetry=telemetry), telemetry)
+        failing, closed = free_port(), free_port()  # nothing ever listens on `closed`
+        agent = AgentProcess(agent_config(grpc, failing, closed, prom.write_url, telemetry,
+                                          prom.dir / "sink.jsonl"), telemetry)
         agent.start()
         sent = send_spans(grpc)
         total = sum(sent.calls.values())
-        wait_until(lambda: prom.value("sum(traces_span_metrics_calls_total)") == total, 60,
+        wait_until(lambda: prom.value(
+            f'sum(traces_span_metrics_calls_total{{service_name=~"{"|".join(ERROR_SHARE)}"}})') == total, 60,
                    f"{total} calls in Prometheus")
+        # Once Prometheus holds the agent's counters at 0, so that rate() sees them increase.
+        wait_until(lambda: bool(prom.query(
+            'flowglass_exporter_send_failed_items_total{component="otlp_grpc/unreachable"} == 0')), 30,
+                   "the agent's counters at 0 in Prometheus")
+        codes = failing_traffic(failing)
+        # Accepted at first, refused once the stuck exporter's queue is full.
+        assert codes[0] is RpcStatus.OK and codes[-1] is RpcStatus.UNAVAILABLE, codes
+        send_stand_in_metrics(grpc)
+        send_probe_bursts(grpc, prom)
         yield Stack(prom, am, agent, sent, grpc)
     finally:
         if agent is not None:
@@ -257,6 +307,8 @@ def test_calls_and_errors_per_model_version_are_what_was_sent(stack: Stack) -> N
     got: dict[tuple[str, str, str], float] = {}
     for row in rows:
         m = row["metric"]
+        if m["service_name"] == PROBE:
+            continue
         assert m["span_kind"] == "SPAN_KIND_SERVER"
         assert m["job"] == m["service_name"]  # job comes from service.name
         got[(m["service_name"], m["ml_model_version"], m["status_code"])] = float(row["value"][1])
@@ -290,22 +342,55 @@ def _rule_expressions() -> list[tuple[str, str]]:
     return out
 
 
+def _value_expression(expr: str) -> str:
+    """An alert's expression without its trailing threshold: the value it compares."""
+    return re.sub(r"\)\s*>\s*[0-9.]+\s*$", ")", expr.strip())
+
+
+#: Alerts whose condition the module's stack makes hold (the others compare values that
+#: depend on the latency and error shares sent; the error-rate alert fires in its own test).
+HOLDING = ("FlowglassExporterFailing", "FlowglassComponentDown", "FlowglassExporterQueueNearlyFull",
+           "FlowglassItemsRefused", "FlowglassTailSamplingEvictedEarly", "MLServiceThroughputDrop")
+
+
 @pytest.mark.timeout(240)
-def test_every_rule_and_dashboard_expression_runs_and_span_metric_ones_return_data(stack: Stack) -> None:
+def test_every_rule_and_dashboard_expression_runs_and_returns_data(stack: Stack) -> None:
     prom = stack.prometheus
-    for title, expr in [*_dashboard_expressions(), *_rule_expressions()]:
-        prom.query(_concrete(expr))  # raises on a PromQL error
-        only_span_metrics = (
-            "traces_span_metrics_" in expr and "flowglass_" not in expr and "offset" not in expr
-            and "container_" not in expr and "DCGM" not in expr
-        )
-        if only_span_metrics:
-            # Alert expressions without their threshold: the value they compare.
-            value_expr = _concrete(re.sub(r"\)\s*>\s*[0-9.]+\s*$", ")", expr.strip()))
-            # rate() needs two samples of a series in its window: the connector re-sends its
-            # cumulative totals every 500ms, so this holds within a few seconds.
-            wait_until(lambda e=value_expr: bool(prom.query(e)), 20,  # type: ignore[misc]
-                       f"data for {title}: {value_expr}")
+    # MLServiceThroughputDrop compares with the rate of an hour earlier: it is evaluated an hour
+    # after now, when the traffic sent by this module is "an hour ago" and none is current.
+    later = time.time() + 3600
+    rules = _rule_expressions()
+    for title, expr in [*_dashboard_expressions(), *rules]:
+        at = later if "offset 1h" in expr else None
+        prom.query(_concrete(expr), at)  # raises on a PromQL error
+        value_expr = _concrete(_value_expression(expr))
+        # rate() needs two samples of a series in its window: the connector re-sends its
+        # cumulative totals every 500ms and Prometheus scrapes the agent every second.
+        wait_until(lambda e=value_expr, t=at: bool(prom.query(e, t)), 20,  # type: ignore[misc]
+                   f"data for {title}: {value_expr}")
+    for name, expr in rules:
+        if name in HOLDING:
+            at = later if "offset 1h" in expr else None
+            wait_until(lambda e=expr, t=at: bool(prom.query(e, t)), 20,  # type: ignore[misc]
+                       f"{name} holds: {expr}")
+    # Which components and services made them hold.
+    failed = prom.query("sum by (component) (flowglass_exporter_send_failed_items_total) > 0")
+    assert {r["metric"]["component"] for r in failed} == {"otlp_grpc/unreachable"}
+    down = prom.query("flowglass_component_up == 0")
+    assert {(r["metric"]["kind"], r["metric"]["component"]) for r in down} == {("exporter", "file/full")}
+    drop = prom.query(_concrete(dict(rules)["MLServiceThroughputDrop"]), later)
+    assert PROBE in {r["metric"]["service_name"] for r in drop}
+    refused = prom.query("sum by (component, reason) (flowglass_receiver_refused_items_total) > 0")
+    assert {(r["metric"]["component"], r["metric"]["reason"]) for r in refused} == {("otlp/failing", "retryable")}
+    assert (prom.value("sum(flowglass_connector_spanmetrics_overflow_spans_total)") or 0) > 0
+    for family, labels in (("container_cpu_usage_seconds_total", {"container", "cpu", "id", "image", "name",
+                                                                  "namespace", "pod"}),
+                           ("container_memory_working_set_bytes", {"container", "id", "image", "name",
+                                                                   "namespace", "pod"}),
+                           ("DCGM_FI_DEV_GPU_UTIL", {"gpu", "UUID", "device", "modelName", "Hostname",
+                                                     "container", "namespace", "pod"})):
+        (row,) = prom.query(family)
+        assert set(row["metric"]) - {"__name__", "job", "instance"} == labels, row
     # The agent's own metrics the dashboard shows are scraped from the agent.
     for family in ("flowglass_receiver_accepted_items_total", "flowglass_exporter_sent_items_total",
                    "flowglass_process_cpu_seconds_total", "flowglass_component_up",
