@@ -76,7 +76,7 @@ receivers:
     traces: {{topics: [{topic}]}}
 processors:
   tail_sampling:
-    decision_wait: 3s
+    decision_wait: 6s
     num_traces: 20000
     policies:
       - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}
