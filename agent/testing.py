@@ -263,6 +263,19 @@ class PermanentSink(Sink):
         raise PermanentError("refused by PermanentSink")
 
 
+def stop_process(proc: subprocess.Popen[Any] | None, grace: float = 20.0) -> None:
+    """SIGTERM `proc` (a peer the tests started), SIGKILL it if it has not exited within
+    `grace` seconds, and reap it. Nothing happens when it has already exited."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (for configs that need a number up front)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

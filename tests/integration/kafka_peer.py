@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from agent.testing import free_port
+from agent.testing import free_port, stop_process
 from tests.conftest import IN_CI
 
 
@@ -85,14 +85,7 @@ class Tansu:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, grace=10)
 
     def output(self) -> str:
         try:

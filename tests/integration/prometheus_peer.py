@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from agent.testing import free_port
+from agent.testing import free_port, stop_process
 
 
 class Peer:
@@ -58,13 +58,7 @@ class Peer:
         raise RuntimeError(f"{self.name} was not ready within {timeout}s:\n{self.output()}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
     def close(self) -> None:
         self.stop()

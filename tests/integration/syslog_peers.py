@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.model import Signal
-from agent.testing import attrs_dict
+from agent.testing import attrs_dict, stop_process
 from tests.integration.helpers import read_otlp_jsonl
 
 RSYSLOGD_CANDIDATES = ("rsyslogd", "/usr/sbin/rsyslogd")
@@ -56,13 +56,7 @@ class Rsyslog:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
     def output(self) -> str:
         try:

@@ -35,7 +35,7 @@ from agent.errors import PermanentError
 from agent.exporters.elasticsearch import ElasticsearchExporterConfig
 from agent.exporters.elasticsearch.exporter import ElasticsearchExporter
 from agent.model import Batch
-from agent.testing import key_values, make_logs, make_traces
+from agent.testing import key_values, make_logs, make_traces, stop_process
 from tests.conftest import IN_CI
 from tests.unit.exporters.helpers import metric
 
@@ -72,12 +72,7 @@ def osmem() -> Iterator[str]:
         url = json.loads(line)["url"]
         yield str(url)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, grace=10)
 
 
 def _get(url: str) -> Any:

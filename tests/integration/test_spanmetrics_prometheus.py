@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from agent.connectors.spanmetrics import DEFAULT_BUCKETS_MS
-from agent.testing import AgentProcess, free_port
+from agent.testing import AgentProcess, free_port, stop_process
 from tests.conftest import require_tool
 from tests.integration.expression_data import FAILING, failing_traffic, send_stand_in_metrics
 from tests.integration.helpers import wait_until
@@ -139,13 +139,7 @@ class Alertmanager:
             return list(json.loads(r.read()))
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
         self._dir.cleanup()
 
 
