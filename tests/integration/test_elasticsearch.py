@@ -63,9 +63,12 @@ def _osmem_binary() -> str:
 
 @pytest.fixture(scope="module")
 def osmem() -> Iterator[str]:
-    """osmem-server on a port it picks itself; yields its base URL; stopped by its pid."""
-    proc = subprocess.Popen([_osmem_binary(), "-addr", "127.0.0.1:0", "-no-stdin-watch"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    """osmem-server on a port it picks itself; yields its base URL; stopped by its pid.
+
+    Its stdin is a pipe this process holds: osmem-server exits when the pipe closes, so it
+    cannot outlive a test run that is killed before the fixture's cleanup."""
+    proc = subprocess.Popen([_osmem_binary(), "-addr", "127.0.0.1:0"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -73,6 +76,8 @@ def osmem() -> Iterator[str]:
         yield str(url)
     finally:
         stop_process(proc, grace=10)
+        if proc.stdin is not None:
+            proc.stdin.close()
 
 
 def _get(url: str) -> Any:
