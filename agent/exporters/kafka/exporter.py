@@ -16,7 +16,7 @@ from agent.config.kafka import quiet_client_logs
 from agent.errors import PermanentError, RetryableError
 from agent.exporters.kafka import KafkaExporterConfig
 from agent.exporters.kafka.records import Built, Record, RecordBuilder, SaramaPartitioner
-from agent.exporters.sending import SYSTEM_CLOCK, Clock, Sender
+from agent.exporters.sending import SYSTEM_CLOCK, Clock, QueuedExporter
 from agent.model import Batch, Signal
 
 quiet_client_logs()
@@ -52,42 +52,39 @@ def is_permanent(error: BaseException) -> bool:
     return isinstance(error, BrokerResponseError) and not error.retriable
 
 
-class KafkaExporter:
+class KafkaExporter(QueuedExporter):
     """Produces every signal through one producer; see the package doc for the guarantees.
 
     `producer_factory` (tests) replaces `AIOKafkaProducer`; `clock` is the retry clock.
     """
 
-    mutates_data = False
+    #: `consume` turns a batch into records itself (one per trace, resource, ...).
+    encode_on_submit = False
 
     def __init__(self, settings: Settings, config: KafkaExporterConfig, *, clock: Clock = SYSTEM_CLOCK,
                  producer_factory: ProducerFactory = AIOKafkaProducer) -> None:
-        self._settings = settings
+        super().__init__(
+            settings,
+            sending_queue=config.sending_queue,
+            retry_on_failure=config.retry_on_failure,
+            timeout=config.timeout,
+            clock=clock,
+        )
         self._config = config
         self._builder = RecordBuilder(config)
         self._factory = producer_factory
         self._producer: Any = None
         self._connecting: asyncio.Lock | None = None
         self._unreachable = False
-        self._shut_down = False
         #: An attempt stops waiting for acknowledgements a little before the sender's timeout,
         #: so that a silent broker is noticed (and logged) here.
         self._ack_wait = float(config.timeout) * 0.9 if config.timeout > 0 else None
         m, label = settings.metrics, settings.label
         self._too_large = {s: m.exporter_failed.labels(label, s.value, "message_too_large") for s in Signal}
-        self.sender = Sender(
-            settings,
-            self._send,
-            queue_config=config.sending_queue,
-            retry_config=config.retry_on_failure,
-            timeout=config.timeout,
-            clock=clock,
-        )
 
-    async def start(self) -> None:
-        """Start the sending queue; the producer connects with the first send (the brokers may be down)."""
+    async def _open(self) -> None:
+        """Nothing to connect yet: the producer connects with the first send (the brokers may be down)."""
         self._connecting = asyncio.Lock()
-        await self.sender.start()
         self._settings.logger.info(
             "The Kafka exporter started.",
             extra={"component": self._settings.label, **self._config.describe()},
@@ -107,15 +104,6 @@ class KafkaExporter:
                 f"({self._config.producer.max_message_bytes} bytes) and were not sent",
                 rejected=built.too_large_items,
             )
-
-    async def shutdown(self) -> None:
-        if self._shut_down:
-            return
-        self._shut_down = True
-        try:
-            await self.sender.shutdown()
-        finally:
-            await self._close_producer()
 
     # ---- sending ----------------------------------------------------------------------------
 
@@ -231,7 +219,7 @@ class KafkaExporter:
                    "max_message_bytes": self._config.producer.max_message_bytes},
         )
 
-    async def _close_producer(self) -> None:
+    async def _close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is None:
             return
