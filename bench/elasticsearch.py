@@ -32,6 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import serve_null_http  # noqa: E402
+
 TARGET = 100_000
 RECORDS_PER_REQUEST = 1000
 
@@ -42,21 +44,9 @@ _ANSWER = b'{"took":0,"errors":false}'
 
 
 async def _sink_main(port: int) -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                             + str(len(_ANSWER)).encode() + b"\r\n\r\n" + _ANSWER)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+              + str(len(_ANSWER)).encode() + b"\r\n\r\n" + _ANSWER)
+    server = await serve_null_http(port, answer)
     print("ready", flush=True)
     async with server:
         await asyncio.Event().wait()

@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import serve_null_http  # noqa: E402
+
 BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
 SAMPLES_PER_SERIES = 1 + 1 + len(BOUNDS) + 3  # counter, gauge, buckets + +Inf, _sum, _count
 
@@ -75,27 +77,12 @@ def build_requests(variants: int, series: int) -> list[bytes]:
 async def _sink_main(port: int) -> None:
     stats = {"requests": 0, "bytes": 0}
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
-                stats["requests"] += 1
-                stats["bytes"] += length
-                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
     async def report(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(f"{stats['requests']} {stats['bytes']}\n".encode())
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    server = await serve_null_http(port, b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", stats)
     control = await asyncio.start_server(report, "127.0.0.1", port + 1)
     print("ready", flush=True)
     async with server, control:
