@@ -26,28 +26,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from agent.errors import PermanentError
 from agent.model import Batch, Signal, new_request
-from agent.model.attrs import to_python
+from agent.model.attrs import assign, to_python
 
 
 def any_value(value: Any) -> AnyValue:
     """An OTLP AnyValue from a Python str, bool, int, float, bytes, list or dict."""
     v = AnyValue()
-    if isinstance(value, bool):
-        v.bool_value = value
-    elif isinstance(value, int):
-        v.int_value = value
-    elif isinstance(value, float):
-        v.double_value = value
-    elif isinstance(value, str):
-        v.string_value = value
-    elif isinstance(value, bytes):
-        v.bytes_value = value
-    elif isinstance(value, (list, tuple)):
-        v.array_value.values.extend(any_value(x) for x in value)
-    elif isinstance(value, dict):
-        v.kvlist_value.values.extend(key_values(value))
-    else:
-        raise TypeError(f"no AnyValue for {type(value).__name__}")
+    assign(v, value)
     return v
 
 
